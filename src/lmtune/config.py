@@ -1,0 +1,316 @@
+"""The typed run configuration: the single source of defaults for the CLI, YAML files and the API.
+
+Usage:
+    cfg = load_config("configs/demo.yaml", overrides=["training.learning_rate=1e-4"])
+    print(schema_text())          # every field with its type, default and docstring
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys are errors, attribute docstrings are the docs."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+class ModelConfig(Section):
+    name: str = "smollm2-135m-instruct"
+    """Built-in name (smollm2-135m-instruct, minilm-l6, tiny-llama), hub id, local HF directory or .gguf file."""
+    from_config: dict[str, Any] | None = None
+    """Build a randomly initialised model from this transformers config dict (tests, benchmarks)."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) when `name` is a hub id."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
+    """Dtype of the weights in memory; mixed precision is chosen in training.precision."""
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    """Attention kernel passed to transformers."""
+    trust_remote_code: bool = False
+    """Allow a hub model to run its own Python code; off unless you trust the repository."""
+    cache_dir: str = "~/.cache/lmtune"
+    """Where converted built-in models (GGUF -> safetensors) and prepared data are cached."""
+    load_in_4bit: bool = False
+    """QLoRA: load the base weights in 4-bit NF4 with bitsandbytes (CUDA only)."""
+
+
+class SplitConfig(Section):
+    validation: float = Field(0.1, ge=0.0, lt=1.0)
+    """Fraction held out for validation when no validation_file is given."""
+    test: float = Field(0.1, ge=0.0, lt=1.0)
+    """Fraction held out for test when no test_file is given."""
+
+
+class DataConfig(Section):
+    train_file: str | None = None
+    """Training data: .jsonl/.json/.csv/.parquet/.txt (optionally .gz), or a TweetEval-style text file."""
+    validation_file: str | None = None
+    """Validation data; split off train_file when absent."""
+    test_file: str | None = None
+    """Test data; split off train_file when absent."""
+    format: Literal[
+        "auto", "text", "prompt_completion", "alpaca", "messages", "transcript", "labelled", "preference"
+    ] = "auto"
+    """Record format; `auto` detects it from the keys of the records."""
+    columns: dict[str, str] = Field(default_factory=dict)
+    """Rename columns before format detection, e.g. {question: prompt, answer: completion}."""
+    template: Literal["auto", "tokenizer", "human-assistant", "alpaca", "chatml"] = "auto"
+    """Prompt template; `auto` uses the tokenizer's chat template when it has one, else chatml."""
+    system_prompt: str | None = None
+    """System message prepended to every conversation that has none."""
+    instruction: str | None = None
+    """For labelled text trained by generation: the user prompt, with {text} and {labels} placeholders."""
+    label_names: list[str] | None = None
+    """Label set; read from mapping.txt next to TweetEval-style files, else from the data."""
+    train_on_prompt: bool = False
+    """Also put loss on prompt/user tokens (default: only on answers)."""
+    max_seq_len: int = Field(1024, gt=0)
+    """Examples longer than this many tokens are truncated (and counted in the warnings)."""
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    """Fractions for the deterministic train/validation/test split."""
+    seed: int = 42
+    """Seed of the split and of sampling with max_train_examples."""
+    max_train_examples: int | None = Field(None, gt=0)
+    """Use a deterministic sample of this many training examples (after dedup and split)."""
+    max_eval_examples: int | None = Field(None, gt=0)
+    """Use a deterministic sample of this many validation and test examples."""
+    dedup: bool = True
+    """Remove exact duplicates (normalised text hash)."""
+    near_duplicate_threshold: float = Field(0.85, gt=0.0, le=1.0)
+    """Jaccard similarity (MinHash over word 3-shingles) above which two examples are near duplicates."""
+    leakage: Literal["error", "warn", "drop"] = "error"
+    """What to do when a validation/test example (near-)duplicates a training example."""
+
+
+class MethodConfig(Section):
+    task: Literal["sft"] = "sft"
+    """Objective: sft (causal LM, loss on answers or on raw text)."""
+    peft: Literal["none", "lora"] = "lora"
+    """Parameter-efficient method: none (full fine-tuning) or lora."""
+
+
+class LoraConfig(Section):
+    r: int = Field(16, gt=0)
+    """LoRA rank."""
+    alpha: float = Field(32.0, gt=0)
+    """LoRA scaling numerator (scale = alpha / r, or alpha / sqrt(r) with rslora)."""
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    """Dropout on the LoRA input."""
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    """Modules that get adapters: all linear layers except the output head, or a list of names."""
+    use_dora: bool = False
+    """Weight-decomposed LoRA (DoRA)."""
+    use_rslora: bool = False
+    """Rank-stabilised scaling alpha / sqrt(r)."""
+
+
+class EarlyStoppingConfig(Section):
+    metric: str = "eval_loss"
+    """Validation metric watched for early stopping and for choosing the best checkpoint."""
+    mode: Literal["min", "max"] = "min"
+    """Whether lower (min) or higher (max) values of the metric are better."""
+    patience: int | None = Field(3, ge=1)
+    """Stop after this many evaluations without improvement; null disables early stopping."""
+    min_delta: float = Field(0.0, ge=0.0)
+    """Smallest change that counts as an improvement."""
+
+
+class TrainingConfig(Section):
+    epochs: float = Field(1.0, gt=0)
+    """Number of passes over the training data (fractions allowed)."""
+    max_steps: int | None = Field(None, gt=0)
+    """Stop after this many optimizer steps (overrides epochs)."""
+    batch_size: int = Field(8, gt=0)
+    """Examples per micro-batch on each process."""
+    grad_accum: int = Field(1, gt=0)
+    """Micro-batches accumulated per optimizer step."""
+    learning_rate: float = Field(2e-4, gt=0)
+    """Peak learning rate."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay (never applied to biases, norms and embeddings)."""
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    """Learning-rate schedule after warmup."""
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    """Fraction of the optimizer steps spent warming up linearly."""
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    """Clip the global gradient norm to this value; null disables clipping."""
+    seed: int = 0
+    """Seed for initialisation, shuffling and dropout."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Mixed precision: auto = bf16 where the hardware supports it, else fp32."""
+    compile: bool = False
+    """Wrap the model in torch.compile."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory."""
+    packing: bool = True
+    """Concatenate the micro-batch's examples into one padding-free row (attention stays per example)."""
+    group_by_length: bool = False
+    """Without packing: batch examples of similar length to reduce padding."""
+    eval_every: int | None = Field(None, gt=0)
+    """Evaluate every N optimizer steps (null: once per epoch) and at the end."""
+    save_every: int | None = Field(None, gt=0)
+    """Write a checkpoint every N optimizer steps (null: at every evaluation)."""
+    keep_checkpoints: int = Field(2, ge=1)
+    """How many recent checkpoints to keep besides the best one."""
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    """Early stopping and best-checkpoint selection."""
+    log_every: int = Field(1, gt=0)
+    """Write metrics.jsonl every N optimizer steps."""
+    report_to: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list)
+    """Extra experiment trackers besides metrics.jsonl."""
+    progress_bar: bool = True
+    """Show a progress bar on the terminal."""
+    num_threads: int | None = Field(None, gt=0)
+    """CPU threads for PyTorch (null: PyTorch's default)."""
+
+
+class EvalConfig(Section):
+    at_end: bool = True
+    """Compare the base and the fine-tuned model on the test split at the end of training."""
+    max_new_tokens: int = Field(16, gt=0)
+    """Tokens generated per test example."""
+    batch_size: int = Field(16, gt=0)
+    """Examples per generation batch."""
+
+
+class OutputConfig(Section):
+    dir: str = "runs"
+    """Folder that holds the run folders."""
+    name: str = "run"
+    """Run name; the folder is <dir>/<name>-<timestamp>."""
+
+
+class RunConfig(Section):
+    """A whole fine-tuning run."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    """The base model."""
+    data: DataConfig = Field(default_factory=DataConfig)
+    """Data files, format, template and splits."""
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    """What is trained and how."""
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    """LoRA settings (used when method.peft is lora)."""
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    """Optimisation and the training loop."""
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    """Evaluation after training."""
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    """Where the run is written."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "RunConfig":
+        if self.data.split.validation + self.data.split.test >= 1.0:
+            raise ValueError("data.split.validation + data.split.test must be below 1")
+        return self
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema; the message names key path and file."""
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split `a.b.c=value` into its key path and a YAML-parsed value."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key.path=value")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return path, value
+
+
+def apply_override(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    """Set `value` at `path` inside a nested dict, creating sections as needed."""
+    node = tree
+    for i, part in enumerate(path[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {'.'.join(path)}: {'.'.join(path[: i + 1])} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config ({source}):"]
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        got = "" if e["type"] == "extra_forbidden" else f" (got {e.get('input')!r})"
+        lines.append(f"  {where}: {msg}{got}")
+    return "\n".join(lines)
+
+
+def config_from_dict(tree: dict[str, Any], source: str = "<dict>") -> RunConfig:
+    """Validate a nested dict into a RunConfig, with errors naming key paths and `source`."""
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML config (or the defaults when path is None) and apply dotted overrides."""
+    tree: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        tree = loaded
+    for text in overrides or []:
+        apply_override(tree, *parse_override(text))
+    if overrides:
+        source += " with --set " + " ".join(overrides)
+    return config_from_dict(tree, source)
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """The resolved config as YAML, in schema order."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if not getattr(annotation, "__args__", None) else None
+    return text or str(annotation).replace("typing.", "")
+
+
+def schema_lines(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:
+    """One line per field: dotted path, type, default and the field's docstring."""
+    lines: list[str] = []
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            lines.append(f"{path}:  # {field.description or ''}")
+            lines.extend(schema_lines(ann, path + "."))
+            continue
+        default = field.default_factory() if field.default_factory else field.default
+        lines.append(f"{path} = {default!r}  [{_type_name(ann)}]  # {field.description or ''}")
+    return lines
+
+
+def schema_text() -> str:
+    """The whole schema as text for `lmtune config schema`."""
+    return "\n".join(schema_lines())
