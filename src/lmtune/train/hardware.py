@@ -1,0 +1,50 @@
+"""Devices, precision and memory: what the hardware supports, decided once per run."""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+from lmtune.config import TrainingConfig
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has native bf16 matrix units (AMX-BF16 or AVX512-BF16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(precision: str) -> str:
+    """Turn `auto` into bf16 where the hardware computes it natively, else fp32."""
+    if precision != "auto":
+        return precision
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    # Without bf16 units, CPU autocast emulates bf16 and runs slower than fp32 (measured: docs/performance.md).
+    return "bf16" if cpu_has_fast_bf16() else "fp32"
+
+
+def make_accelerator(cfg: TrainingConfig, project_dir: Path | None = None) -> Accelerator:
+    """An Accelerator for this run's precision and trackers (DDP comes from `accelerate launch`)."""
+    precision = resolve_precision(cfg.precision)
+    mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    return Accelerator(
+        mixed_precision=mixed,
+        log_with=list(cfg.report_to) or None,
+        project_dir=str(project_dir) if project_dir else None,
+    )
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process: GPU allocator peak on CUDA, resident set size on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB

@@ -1,0 +1,61 @@
+"""Per-step metrics: `metrics.jsonl` in the run folder, optional trackers, and the loss-curve PNG."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: runs happen on machines with no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+class MetricsLog:
+    """Appends one JSON object per record to metrics.jsonl (flushed, so a crash keeps what was logged)."""
+
+    def __init__(self, path: Path, accelerator=None):
+        self.path = path
+        self.accelerator = accelerator
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append a record; also send numeric values to the accelerate trackers, if any."""
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self.accelerator is not None and self.accelerator.trackers:
+            numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
+            self.accelerator.log(numbers, step=record.get("step"))
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """All records of a metrics.jsonl file (an interrupted last line is skipped)."""
+    records = []
+    if not path.exists():
+        return records
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def plot_losses(metrics_path: Path, out_png: Path) -> Path:
+    """Training and validation loss against the optimizer step."""
+    records = read_metrics(metrics_path)
+    train = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train"]
+    evals = [(r["step"], r["eval_loss"]) for r in records if r.get("kind") == "eval"]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    if train:
+        ax.plot(*zip(*train), label="train loss", linewidth=1)
+    if evals:
+        ax.plot(*zip(*evals), "o-", label="validation loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_png)
+    plt.close(fig)
+    return out_png

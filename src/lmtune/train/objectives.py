@@ -1,0 +1,107 @@
+"""Training objectives: each is a collator plus `loss(model, batch) -> (loss_sum, metric_sums)`.
+
+The loop owns normalisation: an objective returns the *sum* of its per-unit losses (tokens for
+language modelling, pairs for preference losses) and the batch says how many units it holds
+(`batch["n_units"]`), so gradient accumulation and data parallelism divide by the global count of
+units over the whole optimizer step — exactly one large batch.
+
+Usage:
+    objective = build_objective(cfg)
+    batch = objective.collate(encoded_examples)
+    loss_sum, sums = objective.loss(model, batch)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from lmtune.config import RunConfig
+from lmtune.data.collate import pack_collate, pad_collate
+from lmtune.train.validation import lm_summary
+
+Batch = dict[str, Any]
+LossFn = Callable[[torch.nn.Module, Batch], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+@dataclass
+class Objective:
+    """What a method adds to the one training loop."""
+
+    name: str
+    collate: Callable[[list], Batch]
+    loss: LossFn
+    units: Callable[[Any], int]
+    """Number of loss units (e.g. supervised tokens) one encoded example contributes."""
+    length: Callable[[Any], int]
+    """Number of tokens of one encoded example (for throughput and length grouping)."""
+    summarize: Callable[[dict[str, float], float], dict[str, float]]
+    """Turn summed validation statistics and the unit count into eval_* metrics."""
+
+
+def supervised_tokens(encoded) -> int:
+    """Tokens that carry loss once labels are shifted: positions whose next token is labelled."""
+    return sum(1 for x in encoded.labels[1:] if x != -100)
+
+
+def causal_lm_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Summed next-token cross-entropy, projecting to the vocabulary only where a target exists."""
+    targets = batch["target_ids"]
+    keep = targets != -100
+    out = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch.get("attention_mask"),
+        position_ids=batch["position_ids"],
+        logits_to_keep=keep,  # boolean mask: logits come back flattened to [n_kept, vocab]
+        use_cache=False,
+    )
+    logits = out.logits.float()
+    gold = targets[keep]
+    loss_sum = F.cross_entropy(logits, gold, reduction="sum")
+    correct = (logits.argmax(-1) == gold).sum()
+    return loss_sum, {"loss_sum": loss_sum.detach(), "n_correct": correct.detach()}
+
+
+def full_logits_lm_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Reference version of causal_lm_loss that computes logits at every position (for tests)."""
+    out = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch.get("attention_mask"),
+        position_ids=batch["position_ids"],
+        use_cache=False,
+    )
+    logits = out.logits.float().flatten(0, 1)
+    targets = batch["target_ids"].flatten()
+    loss_sum = F.cross_entropy(logits, targets, reduction="sum", ignore_index=-100)
+    keep = targets != -100
+    correct = (logits[keep].argmax(-1) == targets[keep]).sum()
+    return loss_sum, {"loss_sum": loss_sum.detach(), "n_correct": correct.detach()}
+
+
+def sft_objective(packing: bool, pad_id: int) -> Objective:
+    """Supervised fine-tuning of a causal LM (answers only, or raw text)."""
+
+    def collate(items: list) -> Batch:
+        batch = pack_collate(items) if packing else pad_collate(items, pad_id)
+        batch["n_units"] = batch["n_tokens"]
+        return batch
+
+    return Objective(
+        name="sft",
+        collate=collate,
+        loss=causal_lm_loss,
+        units=supervised_tokens,
+        length=lambda enc: len(enc.input_ids),
+        summarize=lm_summary,
+    )
+
+
+def build_objective(cfg: RunConfig, tokenizer) -> Objective:
+    """The objective named by cfg.method.task."""
+    if cfg.method.task == "sft":
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        return sft_objective(cfg.training.packing, pad_id)
+    raise ValueError(f"method.task {cfg.method.task!r} has no objective")
