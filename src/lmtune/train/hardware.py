@@ -37,6 +37,8 @@ def make_accelerator(cfg: TrainingConfig, project_dir: Path | None = None) -> Ac
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     return Accelerator(
+        # Without cpu=True accelerate ignores a multi-process launch on a machine without GPUs.
+        cpu=not torch.cuda.is_available(),
         mixed_precision=mixed,
         log_with=list(cfg.report_to) or None,
         project_dir=str(project_dir) if project_dir else None,
