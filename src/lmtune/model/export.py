@@ -1,0 +1,117 @@
+"""Save trained models (adapter-only or full), load them back, and merge LoRA into plain weights.
+
+Usage:
+    save_model(model, tokenizer, "runs/x/final")          # adapter folder for peft models, else full
+    model, tokenizer = load_trained("runs/x/final")       # base is rebuilt from lmtune_base.json
+    merge_and_save(model, tokenizer, "runs/x/merged")     # plain HF folder, usable without peft
+
+Only safetensors are written. Folders appear atomically: written to a temporary sibling, then renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from peft import PeftModel
+from transformers import AutoTokenizer
+
+from lmtune.config import ModelConfig
+from lmtune.model.builtin import ModelError
+from lmtune.model.load import ensure_pad_token, load_model
+
+BASE_FILE = "lmtune_base.json"
+TASK_OF_PEFT = {"CAUSAL_LM": "causal_lm", "SEQ_CLS": "sequence_classification"}
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    # os.replace cannot overwrite a non-empty folder: move the old one aside first, delete it last.
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}-old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def save_model(model: Any, tokenizer: Any, out_dir: str | Path, base_cfg: ModelConfig | None = None) -> Path:
+    """Save a peft model as its adapter (plus lmtune_base.json naming the base) or a full model, with tokenizer."""
+    out = Path(out_dir).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    tmp.chmod(0o755)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if isinstance(model, PeftModel):
+            _write_base(model, tmp, base_cfg)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        _replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _write_base(model: PeftModel, folder: Path, base_cfg: ModelConfig | None) -> None:
+    cfg = base_cfg or getattr(model.get_base_model(), "lmtune_model_config", None)
+    if cfg is None:
+        return  # a base we did not load: load_trained will then need base_cfg
+    peft_cfg = model.peft_config[model.active_adapter]
+    task_type = getattr(peft_cfg.task_type, "value", peft_cfg.task_type)  # TaskType enum or plain str
+    task = TASK_OF_PEFT.get(task_type, "causal_lm")
+    info = {
+        "model": cfg.model_dump(mode="json"),
+        "task": task,
+        "num_labels": model.get_base_model().config.num_labels if task == "sequence_classification" else None,
+    }
+    (folder / BASE_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+
+
+def load_trained(
+    path: str | Path, base_cfg: ModelConfig | None = None, trainable: bool = False
+) -> tuple[Any, Any]:
+    """Load (model, tokenizer) from a folder written by save_model: a full model or an adapter on its base."""
+    folder = Path(path).expanduser()
+    if (folder / "adapter_config.json").exists():
+        return _load_adapter(folder, base_cfg, trainable)
+    if not (folder / "config.json").exists():
+        raise ModelError(f"{folder}: neither a saved model (config.json) nor an adapter (adapter_config.json)")
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    is_classifier = any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or [])
+    # Without a base config keep the saved dtype rather than casting to the float32 default.
+    cfg = (base_cfg or ModelConfig(dtype="auto")).model_copy(update={"name": str(folder), "from_config": None})
+    if is_classifier:
+        num_labels = len(config.get("id2label") or {}) or 2
+        return load_model(cfg, "sequence_classification", num_labels)
+    return load_model(cfg, "causal_lm")
+
+
+def _load_adapter(folder: Path, base_cfg: ModelConfig | None, trainable: bool) -> tuple[Any, Any]:
+    info: dict[str, Any] = {}
+    if (folder / BASE_FILE).exists():
+        info = json.loads((folder / BASE_FILE).read_text(encoding="utf-8"))
+    if base_cfg is None:
+        if "model" not in info:
+            raise ModelError(f"{folder}: adapter without {BASE_FILE}; pass the base model config (base_cfg)")
+        base_cfg = ModelConfig.model_validate(info["model"])
+    adapter = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    task = info.get("task") or TASK_OF_PEFT.get(adapter.get("task_type"), "causal_lm")
+    model, tokenizer = load_model(base_cfg, task, info.get("num_labels"))
+    if (folder / "tokenizer_config.json").exists():
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=base_cfg.trust_remote_code)
+        tokenizer = ensure_pad_token(tokenizer)
+    return PeftModel.from_pretrained(model, str(folder), is_trainable=trainable), tokenizer
+
+
+def merge_and_save(model: Any, tokenizer: Any, out_dir: str | Path) -> Any:
+    """Merge LoRA weights into the base (consumes the peft wrapper), save a plain HF folder, return the model."""
+    if not isinstance(model, PeftModel):
+        raise ModelError("merge_and_save needs a peft (LoRA) model; save a full model with save_model")
+    merged = model.merge_and_unload()
+    save_model(merged, tokenizer, out_dir)
+    return merged
