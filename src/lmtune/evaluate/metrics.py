@@ -1,0 +1,123 @@
+"""Evaluation metrics: classification by generation (with bootstrap intervals) and language modelling.
+
+Usage:
+    m = classification_metrics(["joy", None, "anger"], ["joy", "joy", "sadness"], ["anger", "joy", "sadness"])
+    m["accuracy"], m["macro_f1"], m["confusion"]["matrix"], m["n_unparsed"]
+    value, low, high = metric_with_ci(preds, refs, labels, metric="macro_f1", n_boot=1000, seed=0)
+    lm_metrics(total_loss_sum=230.3, n_tokens=100, n_correct=41)   # loss, perplexity, token_accuracy
+
+A prediction of None (the answer named no label) or a string outside label_names is "unparsed": it
+counts as wrong for accuracy and as a miss (false negative) of the reference class for F1, and it has
+its own column in the confusion matrix. Macro-F1 is averaged over all of label_names (scikit-learn's
+f1_score with labels=label_names and zero_division=0).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Literal
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+UNPARSED = "unparsed"
+
+
+def _encode(predictions: list[str | None], references: list[str], label_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Label indices for references and predictions; unparsed predictions get index len(label_names)."""
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
+    if not references:
+        raise ValueError("no examples to score")
+    if len(set(label_names)) != len(label_names):
+        raise ValueError(f"label_names has duplicates: {label_names}")
+    index = {name: i for i, name in enumerate(label_names)}
+    unknown = sorted({r for r in references if r not in index})
+    if unknown:
+        raise ValueError(f"references {unknown} are not in label_names {label_names}")
+    refs = np.array([index[r] for r in references], dtype=np.int64)
+    preds = np.array([index.get(p, len(label_names)) if p is not None else len(label_names) for p in predictions], dtype=np.int64)
+    return refs, preds
+
+
+def classification_metrics(predictions: list[str | None], references: list[str], label_names: list[str]) -> dict:
+    """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix (JSON-ready)."""
+    refs, preds = _encode(predictions, references, label_names)
+    k = len(label_names)
+    labels = list(range(k))
+    precision, recall, f1, support = precision_recall_fscore_support(refs, preds, labels=labels, zero_division=0)
+    # Rows are references (never unparsed), so the extra label only adds the "unparsed" column.
+    matrix = confusion_matrix(refs, preds, labels=labels + [k])[:k]
+    return {
+        "n": int(len(refs)),
+        "accuracy": float(accuracy_score(refs, preds)),
+        "macro_f1": float(f1_score(refs, preds, labels=labels, average="macro", zero_division=0)),
+        "n_unparsed": int((preds == k).sum()),
+        "per_class": {
+            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
+            for i, name in enumerate(label_names)
+        },
+        "confusion": {"rows": list(label_names), "columns": [*label_names, UNPARSED], "matrix": matrix.tolist()},
+    }
+
+
+def bootstrap_ci(
+    statistic: Callable[[np.ndarray], np.ndarray], n: int, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of statistic(indices) where indices has shape (n_boot, n)."""
+    if n < 1 or n_boot < 1 or not 0 < level < 1:
+        raise ValueError(f"need n >= 1, n_boot >= 1 and 0 < level < 1, got {n}, {n_boot}, {level}")
+    # All resamples at once: statistic gets a (n_boot, n) index matrix and returns n_boot values.
+    indices = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    values = np.asarray(statistic(indices), dtype=np.float64)
+    alpha = (1 - level) / 2
+    low, high = np.quantile(values, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
+def metric_with_ci(
+    predictions: list[str | None],
+    references: list[str],
+    label_names: list[str],
+    metric: Literal["accuracy", "macro_f1"] = "macro_f1",
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """A metric and its seeded bootstrap interval: (value, low, high)."""
+    if metric not in ("accuracy", "macro_f1"):
+        raise ValueError(f"metric must be accuracy or macro_f1, got {metric!r}")
+    refs, preds = _encode(predictions, references, label_names)
+    k = len(label_names)
+    value = classification_metrics(predictions, references, label_names)[metric]
+    if metric == "accuracy":
+        correct = (refs == preds).astype(np.float64)
+        low, high = bootstrap_ci(lambda idx: correct[idx].mean(axis=1), len(refs), n_boot, seed, level)
+    else:
+        low, high = bootstrap_ci(lambda idx: batched_macro_f1(refs[idx], preds[idx], k), len(refs), n_boot, seed, level)
+    return value, low, high
+
+
+def batched_macro_f1(refs: np.ndarray, preds: np.ndarray, k: int) -> np.ndarray:
+    """Macro-F1 over classes 0..k-1 for each row of (batch, n) index arrays; index k is unparsed."""
+    # scikit-learn scores one resample per call (about a millisecond each); counting all resamples'
+    # confusion matrices with one bincount is ~100x faster and gives the same numbers (tested).
+    batch = refs.shape[0]
+    cells = (np.arange(batch)[:, None] * k + refs) * (k + 1) + preds
+    counts = np.bincount(cells.ravel(), minlength=batch * k * (k + 1)).reshape(batch, k, k + 1)
+    tp = np.diagonal(counts[:, :, :k], axis1=1, axis2=2)
+    fn = counts.sum(axis=2) - tp
+    fp = counts[:, :, :k].sum(axis=1) - tp
+    denom = 2 * tp + fp + fn
+    f1 = np.divide(2 * tp, denom, out=np.zeros(tp.shape, dtype=np.float64), where=denom > 0)
+    return f1.mean(axis=1)
+
+
+def lm_metrics(total_loss_sum: float, n_tokens: int, n_correct: int) -> dict:
+    """Mean token loss, perplexity = exp(loss) and token accuracy from summed counts."""
+    if n_tokens <= 0:
+        raise ValueError(f"n_tokens must be positive, got {n_tokens}")
+    loss = total_loss_sum / n_tokens
+    # exp overflows to an error above ~709; an untrained model's perplexity is then just infinite.
+    perplexity = math.exp(loss) if loss < 709 else math.inf
+    return {"loss": loss, "perplexity": perplexity, "token_accuracy": n_correct / n_tokens}
