@@ -1,0 +1,192 @@
+"""The `lmtune` command line: parses arguments and calls the library, nothing more.
+
+    lmtune train configs/demo.yaml [--set training.learning_rate=1e-4] [--resume latest]
+    lmtune data validate FILE [--format F] [--model M] [--json]
+    lmtune data prepare CONFIG
+    lmtune config schema | show FILE
+    lmtune runs list | show RUN
+    lmtune generate RUN_OR_MODEL --prompt "..." | --chat
+    lmtune export RUN --merge OUT | --adapter OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lmtune import __version__
+from lmtune.config import ConfigError, DataConfig, ModelConfig, dump_config, load_config, schema_text
+from lmtune.data.records import DataError
+from lmtune.model.builtin import ModelError
+
+
+def _config(args: argparse.Namespace):
+    return load_config(args.config, args.set)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from lmtune.train.run import run_training
+
+    run_training(_config(args), resume=args.resume)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.action == "schema":
+        print(schema_text())
+    else:
+        if not args.file:
+            raise ConfigError("lmtune config show needs a config FILE")
+        print(dump_config(load_config(args.file, args.set)), end="")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from lmtune.data.validate import format_report, report_to_json, validate_file
+
+    count = None
+    data_cfg = DataConfig(max_seq_len=args.max_seq_len, template=args.template)
+    if args.model:
+        from lmtune.data.encode import count_tokens
+        from lmtune.model.load import load_tokenizer
+
+        tokenizer = load_tokenizer(ModelConfig(name=args.model))
+        count = lambda ex: count_tokens(ex, tokenizer, data_cfg)  # noqa: E731
+    columns = dict(pair.split("=", 1) for pair in args.column)
+    report = validate_file(args.file, fmt=args.format, columns=columns, count_tokens=count,
+                           max_seq_len=args.max_seq_len, epochs=args.epochs)
+    print(json.dumps(report_to_json(report), indent=2) if args.json else format_report(report))
+    return 0 if report.ok else 1
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from lmtune.data.prepare import manifest_summary, prepare_data
+    from lmtune.model.load import load_tokenizer
+
+    cfg = _config(args)
+    prepared = prepare_data(cfg, load_tokenizer(cfg.model), refresh=args.refresh)
+    print(manifest_summary(prepared.manifest))
+    print(f"{'reused' if prepared.from_cache else 'wrote'} {prepared.cache_dir}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from lmtune.runs import list_runs, read_lineage
+
+    if args.action == "list":
+        for run in list_runs(args.dir):
+            lineage = read_lineage(run)
+            result = lineage.get("result", {})
+            val = result.get("validation", {}).get("eval_loss")
+            status = "done" if result else "incomplete"
+            print(f"{run}  {lineage.get('base_model', {}).get('name', '?')}  {status}"
+                  + (f"  eval_loss={val:.4f}" if val is not None else ""))
+        return 0
+    lineage = read_lineage(Path(args.run))
+    if not lineage:
+        raise FileNotFoundError(f"{args.run} has no lmtune.json (not a run folder, or it never started)")
+    print(json.dumps(lineage, indent=2))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from lmtune.use import chat_loop, generate_once
+
+    if args.chat:
+        chat_loop(args.model, max_new_tokens=args.max_new_tokens, temperature=args.temperature)
+    else:
+        if args.prompt is None:
+            raise ConfigError("lmtune generate needs --prompt TEXT or --chat")
+        print(generate_once(args.model, args.prompt, max_new_tokens=args.max_new_tokens,
+                            temperature=args.temperature))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from lmtune.use import export_run
+
+    out = export_run(args.run, merge_to=args.merge, adapter_to=args.adapter)
+    print(f"wrote {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="lmtune", description="Fine-tune language models on your own examples.")
+    parser.add_argument("--version", action="version", version=f"lmtune {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser, optional: bool = False) -> None:
+        p.add_argument("config", nargs="?" if optional else None, help="YAML run config")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. training.learning_rate=1e-4 (repeatable)")
+
+    p = sub.add_parser("train", help="prepare data, fine-tune, evaluate and save a run")
+    with_config(p)
+    p.add_argument("--resume", metavar="latest|PATH", help="continue a run from its latest checkpoint, or a path")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("config", help="print the config schema or a resolved config")
+    p.add_argument("action", choices=["schema", "show"])
+    p.add_argument("file", nargs="?")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_config)
+
+    data = sub.add_parser("data", help="check and prepare data").add_subparsers(dest="action", required=True)
+    p = data.add_parser("validate", help="check a data file: errors with line numbers, warnings, statistics")
+    p.add_argument("file")
+    p.add_argument("--format", default="auto", choices=DataConfig.model_fields["format"].annotation.__args__)
+    p.add_argument("--model", help="count tokens with this model's tokenizer (built-in name, folder or hub id)")
+    p.add_argument("--template", default="auto", choices=DataConfig.model_fields["template"].annotation.__args__)
+    p.add_argument("--max-seq-len", type=int, default=DataConfig().max_seq_len)
+    p.add_argument("--epochs", type=float, default=1.0, help="for the estimate of training tokens")
+    p.add_argument("--column", action="append", default=[], metavar="OLD=NEW", help="rename a column (repeatable)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_validate)
+    p = data.add_parser("prepare", help="tokenise and split the data of a config into the cache, with a manifest")
+    with_config(p)
+    p.add_argument("--refresh", action="store_true", help="ignore the cache")
+    p.set_defaults(func=cmd_prepare)
+
+    runs = sub.add_parser("runs", help="list and inspect runs").add_subparsers(dest="action", required=True)
+    p = runs.add_parser("list")
+    p.add_argument("--dir", default="runs")
+    p.set_defaults(func=cmd_runs)
+    p = runs.add_parser("show")
+    p.add_argument("run")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("generate", help="generate with a run's model (same template as training)")
+    p.add_argument("model", help="run folder, saved model folder, or model name")
+    p.add_argument("--prompt")
+    p.add_argument("--chat", action="store_true", help="interactive multi-turn chat")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("export", help="write a run's model as merged weights or a separate adapter")
+    p.add_argument("run")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--merge", metavar="OUT", help="merge LoRA into the base and save a full model")
+    group.add_argument("--adapter", metavar="OUT", help="save the adapter only")
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `lmtune` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, ModelError, FileNotFoundError) as err:
+        print(f"lmtune: error: {err}", file=sys.stderr)
+        return 2 if isinstance(err, ConfigError) else 1
+    except KeyboardInterrupt:
+        print("lmtune: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

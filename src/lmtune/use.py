@@ -1,0 +1,80 @@
+"""Using a trained run: load it, generate with the template it was trained with, chat, export.
+
+    model, tokenizer, cfg = load_for_inference("runs/demo-20261121-101500")
+    print(generate_once("runs/demo-...", "Classify: I love it"))
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lmtune.config import RunConfig
+from lmtune.data.encode import with_system
+from lmtune.data.records import Message
+from lmtune.data.templates import generation_prompt, resolve_template
+from lmtune.evaluate.generate import generate
+from lmtune.model.export import load_trained, merge_and_save, save_model
+from lmtune.model.load import load_model
+from lmtune.runs import run_config
+
+
+def load_for_inference(target: str | Path) -> tuple[Any, Any, RunConfig]:
+    """(model, tokenizer, config) from a run folder, a saved model folder or a model name."""
+    path = Path(target)
+    if (path / "config.yaml").exists() and (path / "final").exists():
+        cfg = run_config(path)
+        model, tokenizer = load_trained(path / "final", base_cfg=cfg.model)
+    elif path.exists() and ((path / "config.json").exists() or (path / "adapter_config.json").exists()):
+        cfg = RunConfig()
+        model, tokenizer = load_trained(path)
+    else:
+        cfg = RunConfig.model_validate({"model": {"name": str(target)}})
+        model, tokenizer = load_model(cfg.model)
+    model.eval()
+    return model, tokenizer, cfg
+
+
+def _reply(model, tokenizer, cfg: RunConfig, messages: list[Message], max_new_tokens: int, temperature: float) -> str:
+    template = resolve_template(cfg.data.template, tokenizer)
+    prompt = generation_prompt(with_system(messages, cfg.data.system_prompt), template, tokenizer)
+    return generate(model, tokenizer, [prompt], max_new_tokens=max_new_tokens, temperature=temperature)[0].text
+
+
+def generate_once(target: str | Path, prompt: str, max_new_tokens: int = 128, temperature: float = 0.0) -> str:
+    """One answer to one user message, stopping at EOS."""
+    model, tokenizer, cfg = load_for_inference(target)
+    return _reply(model, tokenizer, cfg, [Message("user", prompt)], max_new_tokens, temperature)
+
+
+def chat_loop(target: str | Path, max_new_tokens: int = 256, temperature: float = 0.0) -> None:
+    """Interactive multi-turn chat on the terminal; an empty line or Ctrl-D ends it."""
+    model, tokenizer, cfg = load_for_inference(target)
+    history: list[Message] = []
+    print("chat with the model; an empty line ends the conversation")
+    while True:
+        try:
+            text = input("you> ").strip()
+        except EOFError:
+            break
+        if not text:
+            break
+        history.append(Message("user", text))
+        answer = _reply(model, tokenizer, cfg, history, max_new_tokens, temperature)
+        history.append(Message("assistant", answer))
+        print(f"model> {answer}")
+
+
+def export_run(run: str | Path, merge_to: str | None = None, adapter_to: str | None = None) -> Path:
+    """Write a run's result as a merged full model (safetensors) or as a separate adapter."""
+    run = Path(run)
+    cfg = run_config(run)
+    model, tokenizer = load_trained(run / "final", base_cfg=cfg.model)
+    if merge_to:
+        if cfg.method.peft == "none":
+            return save_model(model, tokenizer, merge_to)
+        merge_and_save(model, tokenizer, merge_to)
+        return Path(merge_to)
+    if cfg.method.peft == "none":
+        raise ValueError("this run trained all weights: there is no separate adapter; use --merge OUT")
+    return save_model(model, tokenizer, adapter_to, base_cfg=cfg.model)
