@@ -55,20 +55,49 @@ def pad_collate(batch: list[Encoded], pad_id: int, pad_to_multiple_of: int | Non
     }
 
 
-def pack_collate(batch: list[Encoded]) -> dict:
-    """One [1, T] row of all examples: input_ids, position_ids restarting per example, target_ids,
-    n_tokens, seq_lens and cu_seqlens (int32 offsets for flash-attention varlen)."""
+def pack_rows(lengths: list[int], row_len: int | None) -> list[list[int]]:
+    """Group example indices, in order, into rows of at most row_len tokens (one row when None)."""
+    rows: list[list[int]] = [[]]
+    used = 0
+    for i, n in enumerate(lengths):
+        if row_len is not None and rows[-1] and used + n > row_len:
+            rows.append([])
+            used = 0
+        rows[-1].append(i)
+        used += n
+    return rows
+
+
+def pack_collate(batch: list[Encoded], row_len: int | None = None) -> dict:
+    """Padding-free batch: examples concatenated into rows of at most row_len tokens.
+
+    Position ids restart at 0 for every example, which is how transformers recognises packed
+    sequences and keeps attention inside each example (no attention_mask is returned). Bounding the
+    row length keeps the attention cost near the per-example cost instead of quadratic in the whole
+    micro-batch. The tail of a shorter row is filler: its own position run, no targets. Also returns
+    n_tokens, seq_lens and cu_seqlens (int32 offsets of the first row's examples, for flash varlen).
+    """
     lengths = [len(e.input_ids) for e in batch]
-    ids = [t for e in batch for t in e.input_ids]
-    targets = [t for e in batch for t in shifted_targets(e.labels)]
-    positions = [p for n in lengths for p in range(n)]
-    target_ids = torch.tensor([targets], dtype=torch.long)
+    rows = pack_rows(lengths, row_len)
+    width = max(sum(lengths[i] for i in row) for row in rows)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    target_ids = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    for r, row in enumerate(rows):
+        col = 0
+        for i in row:
+            n = lengths[i]
+            ids[r, col : col + n] = torch.tensor(batch[i].input_ids)
+            positions[r, col : col + n] = torch.arange(n)
+            target_ids[r, col : col + n] = torch.tensor(shifted_targets(batch[i].labels))
+            col += n
+        positions[r, col:] = torch.arange(width - col)
     offsets = [0]
-    for n in lengths:
-        offsets.append(offsets[-1] + n)
+    for i in rows[0]:
+        offsets.append(offsets[-1] + lengths[i])
     return {
-        "input_ids": torch.tensor([ids], dtype=torch.long),
-        "position_ids": torch.tensor([positions], dtype=torch.long),
+        "input_ids": ids,
+        "position_ids": positions,
         "target_ids": target_ids,
         "n_tokens": int((target_ids != IGNORE).sum()),
         "seq_lens": lengths,

@@ -81,11 +81,11 @@ def full_logits_lm_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Ten
     return loss_sum, {"loss_sum": loss_sum.detach(), "n_correct": correct.detach()}
 
 
-def sft_objective(packing: bool, pad_id: int) -> Objective:
-    """Supervised fine-tuning of a causal LM (answers only, or raw text)."""
+def sft_objective(packing: bool, pad_id: int, pack_length: int | None = None) -> Objective:
+    """Supervised fine-tuning of a causal LM (answers only, or raw text); packed rows hold <= pack_length tokens."""
 
     def collate(items: list) -> Batch:
-        batch = pack_collate(items) if packing else pad_collate(items, pad_id)
+        batch = pack_collate(items, pack_length) if packing else pad_collate(items, pad_id)
         batch["n_units"] = batch["n_tokens"]
         return batch
 
@@ -103,5 +103,5 @@ def build_objective(cfg: RunConfig, tokenizer) -> Objective:
     """The objective named by cfg.method.task."""
     if cfg.method.task == "sft":
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        return sft_objective(cfg.training.packing, pad_id)
+        return sft_objective(cfg.training.packing, pad_id, cfg.data.max_seq_len)
     raise ValueError(f"method.task {cfg.method.task!r} has no objective")

@@ -88,6 +88,28 @@ def test_packed_and_padded_losses_are_equal(model, encoded, tok):
     assert max(x.item() for x in one_by_one) - min(x.item() for x in one_by_one) > 1e-3
 
 
+def test_pack_collate_bounded_rows_layout():
+    batch = pack_collate([Encoded([1, 2, 3], [IGNORE, 2, 3]), Encoded([4], [4]), Encoded([5, 6], [5, 6])], row_len=4)
+    # Rows of at most 4 tokens, in order: [ex0, ex1] and [ex2 + filler].
+    assert batch["input_ids"].tolist() == [[1, 2, 3, 4], [5, 6, 0, 0]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0], [0, 1, 0, 1]]
+    assert batch["target_ids"].tolist() == [[2, 3, IGNORE, IGNORE], [6, IGNORE, IGNORE, IGNORE]]
+    assert batch["n_tokens"] == 3
+    # An example longer than the row gets a row of its own.
+    assert pack_collate([Encoded([1] * 6, [1] * 6), Encoded([2], [2])], row_len=4)["input_ids"].shape == (2, 6)
+
+
+@pytest.mark.parametrize("row_len", [None, 12, 25, 40])
+def test_bounded_packing_gives_the_padded_loss(model, encoded, tok, row_len):
+    with torch.no_grad():
+        padded = loss_of(model, pad_collate(encoded, pad_id=tok.pad_token_id))
+        packed_batch = pack_collate(encoded, row_len=row_len)
+        packed = loss_of(model, packed_batch)
+    if row_len == 12:
+        assert packed_batch["input_ids"].shape[0] > 1
+    assert abs(padded.item() - packed.item()) < 1e-5
+
+
 def test_packing_blocks_attention_across_examples(model):
     first, second = Encoded(list(range(10, 20)), list(range(10, 20))), Encoded(list(range(30, 37)), list(range(30, 37)))
     changed = Encoded(list(range(50, 60)), list(range(50, 60)))

@@ -80,10 +80,11 @@ def test_batch_4_equals_batch_1_with_4_accumulation_steps(encoded, make_model, t
             assert torch.allclose(big[name], small[name], atol=1e-6, rtol=1e-4), name
 
 
-def test_packed_equals_unpacked(encoded, make_model, tmp_path, training_cfg):
+@pytest.mark.parametrize("pack_length", [None, 64])
+def test_packed_equals_unpacked(encoded, make_model, tmp_path, training_cfg, pack_length):
     packed, padded = make_model(), make_model()
     cfg = training_cfg(batch_size=4, max_steps=3)
-    r1 = fit(packed, encoded, encoded[:5], sft_objective(True, PAD), cfg, tmp_path / "p")
+    r1 = fit(packed, encoded, encoded[:5], sft_objective(True, PAD, pack_length), cfg, tmp_path / "p")
     r2 = fit(padded, encoded, encoded[:5], sft_objective(False, PAD), cfg, tmp_path / "u")
     assert r1.train_losses == pytest.approx(r2.train_losses, abs=1e-5)
     assert r1.evals[-1]["eval_loss"] == pytest.approx(r2.evals[-1]["eval_loss"], abs=1e-5)
