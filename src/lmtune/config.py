@@ -7,8 +7,9 @@ Usage:
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -81,8 +82,9 @@ class DataConfig(Section):
     """Use a deterministic sample of this many validation and test examples."""
     dedup: bool = True
     """Remove exact duplicates (normalised text hash)."""
-    near_duplicate_threshold: float = Field(0.85, gt=0.0, le=1.0)
-    """Jaccard similarity (MinHash over word 3-shingles) above which two examples are near duplicates."""
+    near_duplicate_threshold: float = Field(0.6, gt=0.0, le=1.0)
+    """Jaccard of character 5-grams at or above which two examples are near duplicates (texts of 6-30
+    words also match when one word apart); 0.6 is about 15 % of the words differing."""
     leakage: Literal["error", "warn", "drop"] = "error"
     """What to do when a validation/test example (near-)duplicates a training example."""
 
@@ -216,6 +218,35 @@ class ConfigError(ValueError):
     """A config file or override that does not fit the schema; the message names key path and file."""
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads `1e-4` as a float: PyYAML follows YAML 1.1, which needs `1.0e-4`."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
+               r"|[0-9][0-9_]*[eE][-+]?[0-9]+|\.inf|\.Inf|\.INF|\.nan|\.NaN|\.NAN)$"),
+    list("-+0123456789."),
+)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+
+
+def _is_text_field(path: list[str]) -> bool:
+    """Whether `path` names a free-text field (str or str | None, also inside a dict[str, str])."""
+    ann: Any = RunConfig
+    for part in path:
+        if isinstance(ann, type) and issubclass(ann, BaseModel) and part in ann.model_fields:
+            ann = ann.model_fields[part].annotation
+        elif get_origin(ann) is dict:
+            ann = get_args(ann)[1]
+        else:
+            return False
+    return ann is str or (str in get_args(ann) and set(get_args(ann)) <= {str, type(None)})
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split `a.b.c=value` into its key path and a YAML-parsed value."""
     if "=" not in text:
@@ -225,8 +256,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not path:
         raise ConfigError(f"override {text!r} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
+        value = raw
+    # Text fields keep what was typed when YAML reads it as something else: a run named 2024, a
+    # revision 0123456 (octal to YAML 1.1), a prompt "Answer: one word" (a mapping to YAML).
+    if value is not None and not isinstance(value, str) and _is_text_field(path):
         value = raw
     return path, value
 
@@ -254,8 +289,20 @@ def _format_errors(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def _fill_empty_sections(tree: dict[str, Any], model: type[BaseModel]) -> None:
+    """A section header whose keys are all commented out (`training:`) reads as null: use its defaults."""
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel) and name in tree:
+            if tree[name] is None:
+                tree[name] = {}
+            if isinstance(tree[name], dict):
+                _fill_empty_sections(tree[name], ann)
+
+
 def config_from_dict(tree: dict[str, Any], source: str = "<dict>") -> RunConfig:
     """Validate a nested dict into a RunConfig, with errors naming key paths and `source`."""
+    _fill_empty_sections(tree, RunConfig)
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as err:
@@ -269,9 +316,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         source = str(path)
         try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            loaded = _yaml(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"cannot read config file {path}: {err}") from None
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from None
         if loaded is None:

@@ -5,10 +5,10 @@ Usage:
     prepared.encoded["train"]                        # [Encoded, ...] ((chosen, rejected) for preference)
     print(manifest_summary(prepared.manifest))       # counts, tokens, fingerprints, leakage
 
-The result is cached under `<model.cache_dir>/data/<key>/`: manifest.json plus, per split,
-`<split>.examples.jsonl` and `<split>.encoded.safetensors` (flat token arrays). The key covers the
-bytes of every source file, the data config, the tokenizer's state and DATA_CODE_VERSION, so editing
-any of them means a fresh preparation, and an unchanged setup loads from disk (`from_cache=True`).
+The result is cached under `<model.cache_dir>/data/<key>/` (the files: lmtune.data.cache). The key
+covers the bytes of every source file, the data config, the tokenizer's state and DATA_CODE_VERSION,
+so editing any of them means a fresh preparation, and an unchanged setup loads from disk
+(`from_cache=True`, or `load_prepared(cache_dir)` directly).
 """
 
 from __future__ import annotations
@@ -16,41 +16,30 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from safetensors.numpy import load_file, save_file
-
 from lmtune.config import DataConfig, RunConfig
+from lmtune.data.cache import PreparedData, load_prepared, read_split, write_cache, write_split
 from lmtune.data.encode import Encoded, encode_example, encode_preference
-from lmtune.data.leakage import apply_leakage_policy, find_leakage, find_near_duplicates
 from lmtune.data.formats import load_examples
+from lmtune.data.leakage import apply_leakage_policy, find_leakage, find_near_duplicates
 from lmtune.data.load import file_kind, read_label_names
-from lmtune.data.records import DataError, Example, Issue, Message
+from lmtune.data.records import DataError, Example, Issue
 from lmtune.data.split import SPLITS, dedup, sample, split_examples
 
-# Bump whenever loading, splitting or encoding changes what a cached preparation would contain.
-DATA_CODE_VERSION = "1"
+# Re-exported: callers load caches and type results through this module.
+__all__ = [
+    "DATA_CODE_VERSION", "PreparedData", "cache_key", "fingerprint", "load_prepared", "manifest_summary",
+    "prepare_data", "read_split", "sha256_file", "source_files", "token_stats", "tokenizer_id", "write_split",
+]
+
+# Bump whenever loading, splitting, leakage detection or encoding changes what a cached preparation
+# (examples or manifest) would contain. 2: character 5-gram + one-word leakage rules.
+DATA_CODE_VERSION = "2"
 EVAL_SPLITS = ("validation", "test")
-
-
-@dataclass
-class PreparedData:
-    """Examples and token ids per split (train, validation, test) with the manifest describing them."""
-
-    examples: dict[str, list[Example]]
-    encoded: dict[str, list]
-    label_names: list[str] | None
-    manifest: dict[str, Any]
-    issues: list[Issue]
-    from_cache: bool
-    cache_dir: Path
 
 
 def sha256_file(path: str | Path) -> str:
@@ -136,7 +125,7 @@ def prepare_data(cfg: RunConfig, tokenizer, refresh: bool = False) -> PreparedDa
         "tokenizer": tok,
         "data_config": data.model_dump(mode="json"),
     }
-    _write_cache(cache_dir, manifest, examples, encoded)
+    write_cache(cache_dir, manifest, examples, encoded)
     return PreparedData(examples, encoded, label_names, manifest, issues, False, cache_dir)
 
 
@@ -174,7 +163,8 @@ def _select(
     train = loaded["train"]
     near = find_near_duplicates(train, data.near_duplicate_threshold)
     for i, j, sim in near:
-        msg = f"near-duplicate of {train[i].file}:{train[i].line} (Jaccard {sim:.2f})"
+        how = f"Jaccard {sim:.2f}" + ("" if sim >= data.near_duplicate_threshold else ", one word apart")
+        msg = f"near-duplicate of {train[i].file}:{train[i].line} ({how})"
         issues.append(Issue("near_duplicate", msg, train[j].file, train[j].line, severity="warning"))
     missing = [s for s in EVAL_SPLITS if s not in loaded]
     if missing:
@@ -248,85 +238,6 @@ def token_stats(encoded: list) -> dict[str, Any]:
     }
 
 
-def _write_cache(
-    cache_dir: Path, manifest: dict[str, Any], examples: dict[str, list[Example]], encoded: dict[str, list]
-) -> None:
-    """Write into a temporary sibling folder, then rename it into place so readers never see half a cache."""
-    cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{cache_dir.name[:16]}-", dir=cache_dir.parent))
-    try:
-        for split in SPLITS:
-            write_split(tmp, split, examples[split], encoded[split])
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
-        if cache_dir.exists():  # refresh: move the old copy aside, since a rename cannot replace a full folder
-            old = Path(tempfile.mkdtemp(prefix=".old-", dir=cache_dir.parent))
-            os.replace(cache_dir, old / "x")
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, cache_dir)
-    except OSError:
-        # Another process finished the same preparation first; its copy is identical.
-        if not (cache_dir / "manifest.json").is_file():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _flatten(seqs: list[Encoded], prefix: str) -> dict[str, np.ndarray]:
-    """Token ids of many sequences as flat arrays plus lengths (fast to save and to load)."""
-    return {
-        prefix + "input_ids": np.array([t for e in seqs for t in e.input_ids], dtype=np.int64),
-        prefix + "labels": np.array([t for e in seqs for t in e.labels], dtype=np.int64),
-        prefix + "lengths": np.array([len(e.input_ids) for e in seqs], dtype=np.int64),
-        prefix + "truncated": np.array([e.truncated for e in seqs], dtype=np.int64),
-    }
-
-
-def _unflatten(arrays: dict[str, np.ndarray], prefix: str) -> list[Encoded]:
-    ids, labels = arrays[prefix + "input_ids"].tolist(), arrays[prefix + "labels"].tolist()
-    out, start = [], 0
-    for n, cut in zip(arrays[prefix + "lengths"].tolist(), arrays[prefix + "truncated"].tolist()):
-        out.append(Encoded(ids[start : start + n], labels[start : start + n], cut))
-        start += n
-    return out
-
-
-def write_split(folder: Path, split: str, examples: list[Example], encoded: list) -> None:
-    """`<split>.examples.jsonl` (canonical form plus file and line) and `<split>.encoded.safetensors`."""
-    with open(folder / f"{split}.examples.jsonl", "w", encoding="utf-8") as fh:
-        for ex in examples:
-            fh.write(json.dumps({**ex.canonical(), "file": ex.file, "line": ex.line}, ensure_ascii=False) + "\n")
-    if encoded and isinstance(encoded[0], tuple):
-        arrays = {**_flatten([c for c, _ in encoded], "chosen."), **_flatten([r for _, r in encoded], "rejected.")}
-    else:
-        arrays = _flatten(encoded, "")
-    save_file(arrays, str(folder / f"{split}.encoded.safetensors"))
-
-
-def read_split(folder: Path, split: str) -> tuple[list[Example], list]:
-    """The examples and encodings written by write_split."""
-    examples = []
-    for line in (folder / f"{split}.examples.jsonl").read_text(encoding="utf-8").splitlines():
-        d = json.loads(line)
-        for key in ("messages", "prompt", "chosen", "rejected"):
-            d[key] = [Message(*m) for m in d[key]]
-        examples.append(Example(**d))
-    arrays = load_file(str(folder / f"{split}.encoded.safetensors"))
-    if "chosen.lengths" in arrays:
-        return examples, list(zip(_unflatten(arrays, "chosen."), _unflatten(arrays, "rejected.")))
-    return examples, _unflatten(arrays, "")
-
-
-def load_prepared(cache_dir: str | Path) -> PreparedData:
-    """Read a cached preparation written by prepare_data."""
-    cache_dir = Path(cache_dir)
-    manifest = json.loads((cache_dir / "manifest.json").read_text(encoding="utf-8"))
-    examples, encoded = {}, {}
-    for split in SPLITS:
-        examples[split], encoded[split] = read_split(cache_dir, split)
-    issues = [Issue(**d) for d in manifest["warnings"]]
-    return PreparedData(examples, encoded, manifest["label_names"], manifest, issues, True, cache_dir)
-
-
 def manifest_summary(manifest: dict[str, Any]) -> str:
     """A few lines for the terminal: sources, counts and tokens per split, fingerprints, leakage."""
     counts, tokens = manifest["counts"], manifest["tokens"]
@@ -352,7 +263,7 @@ def manifest_summary(manifest: dict[str, Any]) -> str:
     for lk in leaks[:5]:
         lines.append(
             f"    {lk['split']} {lk['eval_file']}:{lk['eval_line']} ~ train {lk['train_file']}:{lk['train_line']}"
-            f" (Jaccard {lk['similarity']:.2f})"
+            f" (Jaccard {lk['similarity']:.2f}{', one word apart' if lk.get('rule') == 'one_word' else ''})"
         )
     if len(leaks) > 5:
         lines.append(f"    ... and {len(leaks) - 5} more in manifest.json")

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
 
 from lmtune.config import config_from_dict
 from lmtune.data.encode import Encoded
-from lmtune.data.prepare import fingerprint, manifest_summary, prepare_data, token_stats
+from lmtune.data import cache
+from lmtune.data.prepare import PreparedData, fingerprint, load_prepared, manifest_summary, prepare_data, token_stats
 from lmtune.data.records import DataError, Example, Message
 from lmtune.model.tiny import byte_tokenizer
 
 WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa".split()
+# 64 made-up words: random phrases drawn from them share few character 5-grams.
+VOCAB = [a + b for a in ("ka", "lo", "mi", "nu", "pe", "ra", "si", "to")
+         for b in ("bel", "dor", "fin", "gan", "hux", "jem", "kor", "lum")]
+
+
+def phrase(i: int, n: int = 6) -> str:
+    return " ".join(random.Random(i).sample(VOCAB, n))
 
 
 def chat_rows(n: int) -> list[dict]:
@@ -92,6 +101,34 @@ def test_end_to_end_manifest_and_cache(tmp_path, tok):
     assert second.manifest == m
     assert second.examples == first.examples and second.encoded == first.encoded
     assert second.issues == first.issues
+    # The cache code lives in lmtune.data.cache; prepare keeps its names importable.
+    assert load_prepared is cache.load_prepared and PreparedData is cache.PreparedData
+    assert load_prepared(first.cache_dir).examples == first.examples
+
+
+def test_split_files_round_trip_including_empty_splits(tmp_path):
+    plain = [Example("text", text="a b", file="f", line=3)]
+    pairs = [Example("preference", prompt=[Message("user", "q")], chosen=[Message("assistant", "y")],
+                     rejected=[Message("assistant", "n")], file="g", line=1)]
+    seqs = [Encoded([5, 6, 7], [-100, 6, 7], 2), Encoded([1], [1], 0)]
+    for name, exs, enc in [("a", plain, seqs[:1]), ("b", pairs, [(seqs[0], seqs[1])]), ("c", [], [])]:
+        cache.write_split(tmp_path, name, exs, enc)
+        assert cache.read_split(tmp_path, name) == (exs, enc)
+
+
+def test_one_word_near_duplicates_in_train_are_warned_and_kept_in_one_split(tmp_path, tok):
+    rows = [{"text": phrase(i), "label": "pos" if i % 2 else "neg"} for i in range(40)]
+    words = rows[3]["text"].split()
+    # One of six words changed: a 5-gram Jaccard under the threshold, caught by the one-word rule.
+    rows.append({"text": " ".join(words[:2] + ["hippopotamus"] + words[3:]), "label": rows[3]["label"]})
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    prepared = prepare_data(make_cfg(tmp_path, train_file=str(train)), tok)
+    near = [i for i in prepared.issues if i.code == "near_duplicate"]
+    assert [(i.file, i.line) for i in near] == [(str(train), 41)]
+    assert f"{train}:4" in near[0].message and "one word apart" in near[0].message
+    assert prepared.manifest["near_duplicates_in_train"] == 1 and prepared.manifest["leakage"]["leaks"] == []
+    side = {ex.line: split for split, exs in prepared.examples.items() for ex in exs}
+    assert side[4] == side[41]
 
 
 def test_cache_misses_after_data_or_config_change(tmp_path, tok):
@@ -126,9 +163,7 @@ def test_fingerprint_is_stable_across_cache_dirs(tmp_path, tok):
 
 def test_labelled_stratified_split_and_subsample(tmp_path, tok):
     # 20 "neg" and 60 "pos": a 20-example sample must keep the 1:3 ratio.
-    text = "tweet {i} about {a} and {b} {i}"
-    rows = [{"text": text.format(i=i, a=WORDS[i % 16], b=WORDS[(i * 5) % 16]), "label": "pos" if i % 4 else "neg"}
-            for i in range(80)]
+    rows = [{"text": f"tweet {i} {phrase(i)}", "label": "pos" if i % 4 else "neg"} for i in range(80)]
     train = write_jsonl(tmp_path / "train.jsonl", rows)
     cfg = make_cfg(tmp_path, train_file=str(train), max_train_examples=20, max_eval_examples=4)
     prepared = prepare_data(cfg, tok)
