@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -27,9 +28,10 @@ def _config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    cfg = _config(args)  # a bad config fails at once, before the seconds spent importing torch and friends
     from lmtune.train.run import run_training
 
-    run_training(_config(args), resume=args.resume)
+    run_training(cfg, resume=args.resume)
     return 0
 
 
@@ -47,25 +49,40 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from lmtune.data.validate import format_report, report_to_json, validate_file
 
     count = None
-    data_cfg = DataConfig(max_seq_len=args.max_seq_len, template=args.template)
+    columns = dict(args.column)
     if args.model:
         from lmtune.data.encode import count_tokens
         from lmtune.model.load import load_tokenizer
 
         tokenizer = load_tokenizer(ModelConfig(name=args.model))
+        data_cfg = DataConfig(max_seq_len=args.max_seq_len, template=args.template,
+                              label_names=_label_names(args.file, args.format, columns))
         count = lambda ex: count_tokens(ex, tokenizer, data_cfg)  # noqa: E731
-    columns = dict(pair.split("=", 1) for pair in args.column)
     report = validate_file(args.file, fmt=args.format, columns=columns, count_tokens=count,
                            max_seq_len=args.max_seq_len, epochs=args.epochs)
     print(json.dumps(report_to_json(report), indent=2) if args.json else format_report(report))
     return 0 if report.ok else 1
 
 
+def _label_names(file: str, fmt: str, columns: dict[str, str]) -> list[str] | None:
+    """The label set that labelled prompts list: mapping.txt beside the file, else the labels in the data."""
+    from lmtune.data.formats import load_rows_and_examples
+    from lmtune.data.load import read_label_names
+
+    names = read_label_names(Path(file).expanduser())
+    if names is None:
+        examples = load_rows_and_examples(file, fmt, columns or None)[1]
+        labels = {str(ex.label) for ex in examples if ex.kind == "labelled"}
+        # The order prepare_data uses: integer-like labels numerically, then names alphabetically.
+        names = sorted(labels, key=lambda x: (not x.isdecimal(), int(x) if x.isdecimal() else 0, x)) or None
+    return names
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
+    cfg = _config(args)
     from lmtune.data.prepare import manifest_summary, prepare_data
     from lmtune.model.load import load_tokenizer
 
-    cfg = _config(args)
     prepared = prepare_data(cfg, load_tokenizer(cfg.model), refresh=args.refresh)
     print(manifest_summary(prepared.manifest))
     print(f"{'reused' if prepared.from_cache else 'wrote'} {prepared.cache_dir}")
@@ -112,6 +129,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rename(text: str) -> tuple[str, str]:
+    old, sep, new = text.partition("=")
+    if not (sep and old and new):
+        raise argparse.ArgumentTypeError(f"expected OLD=NEW, got {text!r}")
+    return old, new
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="lmtune", description="Fine-tune language models on your own examples.")
@@ -142,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--template", default="auto", choices=DataConfig.model_fields["template"].annotation.__args__)
     p.add_argument("--max-seq-len", type=int, default=DataConfig().max_seq_len)
     p.add_argument("--epochs", type=float, default=1.0, help="for the estimate of training tokens")
-    p.add_argument("--column", action="append", default=[], metavar="OLD=NEW", help="rename a column (repeatable)")
+    p.add_argument("--column", action="append", default=[], type=_rename, metavar="OLD=NEW",
+                   help="rename a column (repeatable)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_validate)
     p = data.add_parser("prepare", help="tokenise and split the data of a config into the cache, with a manifest")
@@ -186,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lmtune: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `lmtune runs list | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

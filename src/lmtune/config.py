@@ -351,12 +351,13 @@ def schema_lines(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[s
     for name, field in model.model_fields.items():
         path = f"{prefix}{name}"
         ann = field.annotation
+        doc = " ".join((field.description or "").split())  # a docstring may wrap over several lines
         if isinstance(ann, type) and issubclass(ann, BaseModel):
-            lines.append(f"{path}:  # {field.description or ''}")
+            lines.append(f"{path}:  # {doc}")
             lines.extend(schema_lines(ann, path + "."))
             continue
         default = field.default_factory() if field.default_factory else field.default
-        lines.append(f"{path} = {default!r}  [{_type_name(ann)}]  # {field.description or ''}")
+        lines.append(f"{path} = {default!r}  [{_type_name(ann)}]  # {doc}")
     return lines
 
 

@@ -81,10 +81,14 @@ def find_resume_point(cfg: RunConfig, resume: str) -> tuple[Path, Path]:
     if resume == "latest":
         candidates = [p for p in list_runs(cfg.output.dir) if p.name.startswith(cfg.output.name + "-")]
         for run_dir in reversed(candidates):
+            if "result" in read_lineage(run_dir):
+                continue  # finished: nothing to resume
             found = latest_checkpoint(run_dir / "checkpoints")
             if found is not None:
                 return run_dir, found
-        raise FileNotFoundError(f"no run of {cfg.output.name!r} under {cfg.output.dir} has a checkpoint to resume")
+        raise FileNotFoundError(
+            f"no unfinished run of {cfg.output.name!r} under {cfg.output.dir} has a checkpoint to resume"
+        )
     path = Path(resume)
     if (path / "state.json").exists():
         return path.parent.parent, path

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lmtune.config import RunConfig
+from lmtune.config import ConfigError, RunConfig, dump_config, load_config
 from lmtune.data.encode import with_system
 from lmtune.data.records import Message
 from lmtune.data.templates import generation_prompt, resolve_template
@@ -18,21 +18,31 @@ from lmtune.model.export import load_trained, merge_and_save, save_model
 from lmtune.model.load import load_model
 from lmtune.runs import run_config
 
+# Written into exported folders so `lmtune generate OUT` uses the run's template and system prompt.
+EXPORT_CONFIG = "lmtune_config.yaml"
+
 
 def load_for_inference(target: str | Path) -> tuple[Any, Any, RunConfig]:
     """(model, tokenizer, config) from a run folder, a saved model folder or a model name."""
     path = Path(target)
-    if (path / "config.yaml").exists() and (path / "final").exists():
+    if (path / "config.yaml").exists():
         cfg = run_config(path)
-        model, tokenizer = load_trained(path / "final", base_cfg=cfg.model)
+        model, tokenizer = load_trained(_final(path), base_cfg=cfg.model)
     elif path.exists() and ((path / "config.json").exists() or (path / "adapter_config.json").exists()):
-        cfg = RunConfig()
+        cfg = load_config(path / EXPORT_CONFIG) if (path / EXPORT_CONFIG).exists() else RunConfig()
         model, tokenizer = load_trained(path)
     else:
         cfg = RunConfig.model_validate({"model": {"name": str(target)}})
         model, tokenizer = load_model(cfg.model)
     model.eval()
     return model, tokenizer, cfg
+
+
+def _final(run: Path) -> Path:
+    if not (run / "final").exists():
+        raise FileNotFoundError(f"{run} has no final model: the run did not finish; "
+                                f"continue it with `lmtune train {run / 'config.yaml'} --resume {run}`")
+    return run / "final"
 
 
 def _reply(model, tokenizer, cfg: RunConfig, messages: list[Message], max_new_tokens: int, temperature: float) -> str:
@@ -69,12 +79,13 @@ def export_run(run: str | Path, merge_to: str | None = None, adapter_to: str | N
     """Write a run's result as a merged full model (safetensors) or as a separate adapter."""
     run = Path(run)
     cfg = run_config(run)
-    model, tokenizer = load_trained(run / "final", base_cfg=cfg.model)
-    if merge_to:
-        if cfg.method.peft == "none":
-            return save_model(model, tokenizer, merge_to)
+    if not merge_to and cfg.method.peft == "none":
+        raise ConfigError("this run trained all weights: there is no separate adapter; use --merge OUT")
+    model, tokenizer = load_trained(_final(run), base_cfg=cfg.model)
+    if merge_to and cfg.method.peft != "none":
         merge_and_save(model, tokenizer, merge_to)
-        return Path(merge_to)
-    if cfg.method.peft == "none":
-        raise ValueError("this run trained all weights: there is no separate adapter; use --merge OUT")
-    return save_model(model, tokenizer, adapter_to, base_cfg=cfg.model)
+        out = Path(merge_to).expanduser()
+    else:
+        out = save_model(model, tokenizer, merge_to or adapter_to, base_cfg=cfg.model)
+    (out / EXPORT_CONFIG).write_text(dump_config(cfg), encoding="utf-8")
+    return out

@@ -8,6 +8,8 @@ Usage:
 
 from __future__ import annotations
 
+import warnings
+
 from typing import Any
 
 import torch
@@ -60,7 +62,10 @@ def apply_peft(
         # Freezes the quantised base, upcasts norms to fp32 and makes inputs carry gradients.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     try:
-        return get_peft_model(model, lora_config(lora_cfg, task))
+        with warnings.catch_warnings():
+            # peft asks transformers for a renamed property; the warning is theirs, not the user's.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            return get_peft_model(model, lora_config(lora_cfg, task))
     except ValueError as err:
         raise ModelError(f"lora.target_modules {lora_cfg.target_modules!r}: {err}") from None
 

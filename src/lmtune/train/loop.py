@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from lmtune.config import TrainingConfig
 from lmtune.train import checkpoint as ckpt
 from lmtune.train.hardware import make_accelerator, peak_memory_mb
-from lmtune.train.metrics_log import MetricsLog
+from lmtune.train.metrics_log import MetricsLog, truncate_metrics
 from lmtune.train.objectives import Objective
 from lmtune.train.optim import build_optimizer, build_scheduler
 from lmtune.train.schedule import BatchPlan, total_steps
@@ -104,6 +104,8 @@ def fit(
     state: dict[str, Any] = {"step": 0, "best_metric": None, "best_step": None, "bad_evals": 0, "evals": []}
     if resume is not None:
         state = ckpt.load_checkpoint(resume, raw_model, optimizer, scheduler)
+        if accelerator.is_main_process:
+            truncate_metrics(out_dir / "metrics.jsonl", state["step"])
         accelerator.print(f"resumed from {resume} at step {state['step']}")
     result = FitResult(steps=state["step"], total_steps=n_steps, evals=list(state["evals"]))
     log = MetricsLog(out_dir / "metrics.jsonl", accelerator) if accelerator.is_main_process else None

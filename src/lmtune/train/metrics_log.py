@@ -28,6 +28,16 @@ class MetricsLog:
             self.accelerator.log(numbers, step=record.get("step"))
 
 
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop records logged after `step` (a resumed run logs those steps again)."""
+    if not path.exists():
+        return
+    kept = [r for r in read_metrics(path) if r.get("step", 0) <= step]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+    tmp.replace(path)
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """All records of a metrics.jsonl file (an interrupted last line is skipped)."""
     records = []

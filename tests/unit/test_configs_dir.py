@@ -1,0 +1,36 @@
+"""Every shipped YAML in configs/ loads against the schema, and the data files it names exist."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lmtune.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+SHARED = ROOT.parent / "shared"
+
+
+def test_there_are_configs_to_check():
+    assert CONFIGS, f"no *.yaml in {ROOT / 'configs'}"
+    assert {"tiny.yaml", "demo.yaml"} <= {p.name for p in CONFIGS}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_config_loads(path):
+    cfg = load_config(path)
+    assert cfg.data.train_file, f"{path.name} names no training data"
+    assert cfg.output.name, path.name
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_data_files_exist_relative_to_the_project_root(path):
+    data = load_config(path).data
+    named = [f for f in (data.train_file, data.validation_file, data.test_file) if f]
+    # Paths in configs are relative to where `lmtune` runs: the project root.
+    if any(f.startswith("../shared/") for f in named) and not SHARED.is_dir():
+        pytest.skip(f"shared data not found at {SHARED}")
+    missing = [f for f in named if not (ROOT / Path(f).expanduser()).is_file()]
+    assert missing == [], f"{path.name} names data files that do not exist: {missing}"
