@@ -2,6 +2,7 @@
 
     python bench/train_speed.py                 # every variant, alternating, 2 rounds
     python bench/train_speed.py --variant fp32  # one variant in this process (used by the driver)
+    python bench/train_speed.py --batch-size 2 --steps 3 --variants fp32 bf16   # bf16 on a small batch
 
 Each variant runs in its own process (so peak RSS is its own) on the same 64 TweetEval emotion
 examples, LoRA r16 on all linear layers, batch 16, packed; it prints supervised and total tokens/s
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "tweeteval" / "emotion"
 
 
-def run_variant(name: str, steps: int) -> dict:
+def run_variant(name: str, steps: int, batch_size: int = 16) -> dict:
     import torch
 
     from lmtune.config import RunConfig
@@ -40,12 +41,12 @@ def run_variant(name: str, steps: int) -> dict:
         "data": {"instruction": "Which emotion does this tweet express: {labels}?\n\n{text}",
                  "system_prompt": "Answer with one word.",
                  "label_names": ["anger", "joy", "optimism", "sadness"]},
-        "training": {"batch_size": 16, "max_steps": steps, "progress_bar": False, "eval_every": 10_000,
+        "training": {"batch_size": batch_size, "max_steps": steps, "progress_bar": False, "eval_every": 10_000,
                      "save_every": 10_000, **VARIANTS[name]},
     })
     examples, _, _ = load_examples(DATA / "train_text.txt")
     model, tok = load_model(cfg.model)
-    encoded = [encode_example(e, tok, cfg.data) for e in examples[: 16 * steps]]
+    encoded = [encode_example(e, tok, cfg.data) for e in examples[: batch_size * steps]]
     model = apply_peft(model, cfg.method, cfg.lora)
     times: list[float] = []
     last = [time.perf_counter()]
@@ -75,14 +76,17 @@ def main() -> None:
     parser.add_argument("--variant", choices=sorted(VARIANTS))
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--variants", nargs="+", default=sorted(VARIANTS), choices=sorted(VARIANTS))
     args = parser.parse_args()
     if args.variant:
-        print(json.dumps(run_variant(args.variant, args.steps)))
+        print(json.dumps(run_variant(args.variant, args.steps, args.batch_size)))
         return
     out = ROOT / "bench" / "results" / "train_speed.jsonl"
     for round_ in range(args.rounds):
-        for name in VARIANTS:  # alternate variants so machine drift hits all alike
-            proc = subprocess.run([sys.executable, __file__, "--variant", name, "--steps", str(args.steps)],
+        for name in args.variants:  # alternate variants so machine drift hits all alike
+            proc = subprocess.run([sys.executable, __file__, "--variant", name, "--steps", str(args.steps),
+                                   "--batch-size", str(args.batch_size)],
                                   capture_output=True, text=True, check=True)
             record = json.loads(proc.stdout.strip().splitlines()[-1]) | {"round": round_}
             print(f"{name:14s} {record['tokens_per_s']:7.1f} tok/s  {record['supervised_tokens_per_s']:6.2f} sup tok/s  "

@@ -78,8 +78,10 @@ class DataConfig(Section):
     """Seed of the split and of sampling with max_train_examples."""
     max_train_examples: int | None = Field(None, gt=0)
     """Use a deterministic sample of this many training examples (after dedup and split)."""
-    max_eval_examples: int | None = Field(None, gt=0)
-    """Use a deterministic sample of this many validation and test examples."""
+    max_validation_examples: int | None = Field(None, gt=0)
+    """Use a deterministic sample of this many validation examples (evaluated every eval_every steps)."""
+    max_test_examples: int | None = Field(None, gt=0)
+    """Use a deterministic sample of this many test examples (for the base vs fine-tuned comparison)."""
     dedup: bool = True
     """Remove exact duplicates (normalised text hash)."""
     near_duplicate_threshold: float = Field(0.6, gt=0.0, le=1.0)

@@ -27,7 +27,7 @@ SHARED = ROOT.parent / "shared" / "data"
 SYSTEM = "Answer with one word."
 # Small and quick on a busy 2-core CPU: one thread avoids oversubscription (10x slower otherwise);
 # checkpoints every 4 steps, all kept, so a copy can be cut back to step 4 and resumed.
-FAST = ["training.num_threads=1", "data.max_eval_examples=8", "training.save_every=4",
+FAST = ["training.num_threads=1", "data.max_validation_examples=8", "data.max_test_examples=8", "training.save_every=4",
         "training.keep_checkpoints=3", f"data.system_prompt={SYSTEM}"]
 
 needs_data = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data not found at {SHARED}")

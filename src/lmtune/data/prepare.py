@@ -185,9 +185,9 @@ def _select(
         raise DataError([Issue("no_training_examples", "no training examples are left", str(data.train_file))])
     if data.max_train_examples:
         splits["train"] = sample(splits["train"], data.max_train_examples, data.seed)
-    if data.max_eval_examples:
-        for s in EVAL_SPLITS:
-            splits[s] = sample(splits[s], data.max_eval_examples, data.seed)
+    for split, limit in (("validation", data.max_validation_examples), ("test", data.max_test_examples)):
+        if limit:
+            splits[split] = sample(splits[split], limit, data.seed)
     counts["final"] = {s: len(v) for s, v in splits.items()}
     report = {
         "format": formats,

@@ -90,7 +90,8 @@ def _cell(scores: dict[str, Any], metric: str) -> str:
 
 def comparison_table(systems: dict[str, dict[str, Any]]) -> str:
     """A markdown table with one row per system and its main metrics (95 % intervals in brackets)."""
-    metrics = [m for m in ("accuracy", "macro_f1", "exact_match", "n_unparsed", "eval_loss") if any(m in s for s in systems.values())]
+    names = ("accuracy", "macro_f1", "exact_match", "n_unparsed", "test_loss", "test_perplexity")
+    metrics = [m for m in names if any(m in s for s in systems.values())]
     header = "| system | " + " | ".join(metrics) + " |"
     rule = "|---|" + "---|" * len(metrics)
     rows = [f"| {name} | " + " | ".join(_cell(s, m) if m != "n_unparsed" else str(s.get(m, "-")) for m in metrics) + " |"

@@ -108,6 +108,10 @@ def fit(
             truncate_metrics(out_dir / "metrics.jsonl", state["step"])
         accelerator.print(f"resumed from {resume} at step {state['step']}")
     result = FitResult(steps=state["step"], total_steps=n_steps, evals=list(state["evals"]))
+    if cfg.report_to:
+        # TensorBoard writes under <run>/lmtune/; MLflow files the run under experiment "lmtune".
+        accelerator.init_trackers("lmtune", config={k: str(v) for k, v in cfg.model_dump().items()},
+                                  init_kwargs={"mlflow": {"run_name": out_dir.name}})
     log = MetricsLog(out_dir / "metrics.jsonl", accelerator) if accelerator.is_main_process else None
     rank, world = accelerator.process_index, accelerator.num_processes
     params = [p for p in model.parameters() if p.requires_grad]

@@ -57,15 +57,15 @@ def _json(path: Path, value: Any) -> None:
 
 
 def _test_scores(model, tokenizer, data, cfg: RunConfig, objective, accelerator) -> dict[str, Any]:
-    """Test loss (every task) and generation metrics (tasks with answers) of one system."""
-    test_encoded = data.encoded.get("test") or []
+    """Generation metrics for tasks with answers; test loss and perplexity for raw text."""
+    examples = data.examples.get("test") or []
     scores: dict[str, Any] = {}
-    if test_encoded:
-        loss = evaluate_loss(model, test_encoded, objective, cfg.training.batch_size, accelerator)
+    if any(e.kind in ("labelled", "chat") for e in examples):
+        if accelerator.is_main_process:
+            scores.update(score_by_generation(model, tokenizer, examples, cfg, data.label_names))
+    elif data.encoded.get("test"):
+        loss = evaluate_loss(model, data.encoded["test"], objective, cfg.training.batch_size, accelerator)
         scores.update({k.replace("eval_", "test_"): v for k, v in loss.items()})
-        scores["eval_loss"] = scores.pop("test_loss")
-    if accelerator.is_main_process:
-        scores.update(score_by_generation(model, tokenizer, data.examples.get("test") or [], cfg, data.label_names))
     return scores
 
 

@@ -165,7 +165,7 @@ def test_labelled_stratified_split_and_subsample(tmp_path, tok):
     # 20 "neg" and 60 "pos": a 20-example sample must keep the 1:3 ratio.
     rows = [{"text": f"tweet {i} {phrase(i)}", "label": "pos" if i % 4 else "neg"} for i in range(80)]
     train = write_jsonl(tmp_path / "train.jsonl", rows)
-    cfg = make_cfg(tmp_path, train_file=str(train), max_train_examples=20, max_eval_examples=4)
+    cfg = make_cfg(tmp_path, train_file=str(train), max_train_examples=20, max_validation_examples=4, max_test_examples=4)
     prepared = prepare_data(cfg, tok)
     assert prepared.label_names == ["neg", "pos"]
     assert prepared.manifest["counts"]["split"] == {"train": 64, "validation": 8, "test": 8}

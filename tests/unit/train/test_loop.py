@@ -142,3 +142,32 @@ def test_early_stopping_on_a_plateau_keeps_the_best_weights(encoded, make_model,
     for name, p in model.named_parameters():
         assert torch.equal(p, weights_at[4][name]), name
     assert not torch.equal(dict(model.named_parameters())["lm_head.weight"], weights_at[10]["lm_head.weight"])
+
+
+def test_tensorboard_receives_the_metrics(encoded, make_model, tmp_path, training_cfg):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = training_cfg(batch_size=4, max_steps=3, eval_every=3, report_to=["tensorboard"])
+    fit(make_model(), encoded, encoded[:2], sft_objective(True, PAD), cfg, tmp_path)
+    events = list((tmp_path / "lmtune").rglob("events.out.tfevents.*"))
+    assert events
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    assert {"loss", "eval_loss"} <= set(acc.Tags()["scalars"])
+    assert [e.step for e in acc.Scalars("loss")] == [1, 2, 3]
+
+
+def test_gradient_checkpointing_gives_the_same_losses(encoded, make_model, tmp_path, training_cfg):
+    plain = fit(make_model(), encoded, [], sft_objective(True, PAD), training_cfg(batch_size=4, max_steps=3),
+                tmp_path / "a")
+    ckpt = fit(make_model(), encoded, [], sft_objective(True, PAD),
+               training_cfg(batch_size=4, max_steps=3, gradient_checkpointing=True), tmp_path / "b")
+    assert ckpt.train_losses == pytest.approx(plain.train_losses, abs=1e-5)
+
+
+def test_length_grouped_batches_train(encoded, make_model, tmp_path, training_cfg):
+    cfg = training_cfg(batch_size=3, epochs=4, packing=False, group_by_length=True)
+    result = fit(make_model(), encoded, [], sft_objective(False, PAD), cfg, tmp_path)
+    assert result.steps == 16
+    assert sum(result.train_losses[-4:]) < 0.7 * sum(result.train_losses[:4])
