@@ -161,8 +161,10 @@ def test_tensorboard_receives_the_metrics(encoded, make_model, tmp_path, trainin
 def test_gradient_checkpointing_gives_the_same_losses(encoded, make_model, tmp_path, training_cfg):
     plain = fit(make_model(), encoded, [], sft_objective(True, PAD), training_cfg(batch_size=4, max_steps=3),
                 tmp_path / "a")
-    ckpt = fit(make_model(), encoded, [], sft_objective(True, PAD),
+    model = make_model()
+    ckpt = fit(model, encoded, [], sft_objective(True, PAD),
                training_cfg(batch_size=4, max_steps=3, gradient_checkpointing=True), tmp_path / "b")
+    assert model.is_activation_checkpointing
     assert ckpt.train_losses == pytest.approx(plain.train_losses, abs=1e-5)
 
 
