@@ -59,6 +59,23 @@ def trained(tmp_path_factory):
     return runs, run, cache
 
 
+@pytest.mark.slow
+def test_the_same_config_gives_the_same_adapter(trained, tmp_path):
+    _, run, cache = trained
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ROOT)
+        code = main(["train", "configs/tiny.yaml", *sets(f"output.dir={tmp_path}", f"model.cache_dir={cache}", *FAST)])
+    torch.set_num_threads(threads)
+    assert code == 0
+    (again,) = tmp_path.iterdir()
+    a = load_file(run / "final" / "adapter_model.safetensors")
+    b = load_file(again / "final" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
 # --- config -----------------------------------------------------------------------------------------------
 
 

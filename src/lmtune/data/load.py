@@ -19,7 +19,7 @@ import json
 import re
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from lmtune.data.records import DataError, Issue, Row
 
@@ -137,15 +137,22 @@ def _not_an_object(value: Any, file: str, line: int) -> Issue:
     return Issue("not_an_object", f"expected a JSON object, got {type(value).__name__}", file, line)
 
 
-def _read_jsonl(raw: bytes, file: str) -> tuple[list[Row], list[Issue]]:
-    rows, issues = [], []
+def _decoded_lines(raw: bytes, file: str, issues: list[Issue]) -> Iterator[tuple[int, str]]:
+    """(line number, text) of every non-blank line; undecodable lines become issues instead."""
     for lineno, line in enumerate(_split_lines(raw), 1):
         if not line.strip():
             continue
         text, bad = _decode_line(line, file, lineno)
         if bad:
             issues.append(bad)
-            continue
+        else:
+            yield lineno, text
+
+
+def _read_jsonl(raw: bytes, file: str) -> tuple[list[Row], list[Issue]]:
+    rows: list[Row] = []
+    issues: list[Issue] = []
+    for lineno, text in _decoded_lines(raw, file, issues):
         try:
             value = json.loads(text)
         except json.JSONDecodeError as err:
@@ -255,15 +262,8 @@ def _read_parquet(path: Path) -> tuple[list[Row], list[Issue]]:
 
 
 def _read_text(raw: bytes, file: str) -> tuple[list[Row], list[Issue]]:
-    rows, issues = [], []
-    for lineno, line in enumerate(_split_lines(raw), 1):
-        if not line.strip():
-            continue
-        text, bad = _decode_line(line, file, lineno)
-        if bad:
-            issues.append(bad)
-        else:
-            rows.append(Row({"text": text}, file, lineno))
+    issues: list[Issue] = []
+    rows = [Row({"text": text}, file, lineno) for lineno, text in _decoded_lines(raw, file, issues)]
     return rows, issues
 
 

@@ -69,6 +69,23 @@ def _test_scores(model, tokenizer, data, cfg: RunConfig, objective, accelerator)
     return scores
 
 
+def _without_predictions(scores: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in scores.items() if k != "predictions"}
+
+
+def _write_comparison(run_dir: Path, base: dict[str, Any], tuned: dict[str, Any], echo: Echo) -> dict[str, Any]:
+    """Print the base vs fine-tuned table; write eval.json and predictions.jsonl side by side."""
+    table = comparison_table({"base (zero-shot)": base, "fine-tuned": tuned})
+    echo("\n" + table + "\n")
+    with open(run_dir / "predictions.jsonl", "w", encoding="utf-8") as fh:
+        for b, t in zip(base.get("predictions", []), tuned.get("predictions", [])):
+            fh.write(json.dumps({"prompt": b["prompt"], "reference": b["reference"],
+                                 "base": b["output"], "fine_tuned": t["output"]}) + "\n")
+    evaluation = {"base": _without_predictions(base), "fine_tuned": _without_predictions(tuned)}
+    _json(run_dir / "eval.json", {**evaluation, "table": table})
+    return evaluation
+
+
 def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print) -> Path:
     """Run the whole fine-tuning pipeline and return the run folder."""
     started = time.time()
@@ -99,6 +116,7 @@ def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print) 
             if main:
                 _json(base_file, base_scores)
 
+    torch.manual_seed(cfg.training.seed)  # adapter (and any new head) initialisation follows the run's seed
     model = apply_peft(model, cfg.method, cfg.lora, gradient_checkpointing=cfg.training.gradient_checkpointing)
     shape = describe_model(model)
     echo(f"training {shape['trainable_parameters']:,} of {shape['parameters']:,} parameters "
@@ -126,18 +144,7 @@ def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print) 
         echo("scoring the fine-tuned model on the test split ...")
         tuned_scores = _test_scores(accelerator.unwrap_model(model), tokenizer, data, cfg, objective, accelerator)
         if main:
-            systems = {"base (zero-shot)": base_scores, "fine-tuned": tuned_scores}
-            table = comparison_table(systems)
-            echo("\n" + table + "\n")
-            predictions = zip(base_scores.get("predictions", []), tuned_scores.get("predictions", []))
-            with open(run_dir / "predictions.jsonl", "w", encoding="utf-8") as fh:
-                for b, t in predictions:
-                    fh.write(json.dumps({"prompt": b["prompt"], "reference": b["reference"],
-                                         "base": b["output"], "fine_tuned": t["output"]}) + "\n")
-            strip = lambda s: {k: v for k, v in s.items() if k != "predictions"}  # noqa: E731
-            evaluation = {"base": strip(base_scores), "fine_tuned": strip(tuned_scores), "table": table}
-            _json(run_dir / "eval.json", evaluation)
-            summary["test"] = {"base": evaluation["base"], "fine_tuned": evaluation["fine_tuned"]}
+            summary["test"] = _write_comparison(run_dir, base_scores, tuned_scores, echo)
     if main:
         summary["wall_seconds"] = time.time() - started
         write_lineage(run_dir, {"result": summary, "model": shape, "final": str(run_dir / "final")})
