@@ -15,9 +15,6 @@ Which folder a preparation lives in (its cache key) is decided by lmtune.data.pr
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +25,7 @@ from safetensors.numpy import load_file, save_file
 from lmtune.data.encode import Encoded
 from lmtune.data.records import Example, Issue, Message
 from lmtune.data.split import SPLITS
+from lmtune.fsutil import atomic_dir
 
 
 @dataclass
@@ -47,23 +45,10 @@ def write_cache(
     cache_dir: Path, manifest: dict[str, Any], examples: dict[str, list[Example]], encoded: dict[str, list]
 ) -> None:
     """Write into a temporary sibling folder, then rename it into place so readers never see half a cache."""
-    cache_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{cache_dir.name[:16]}-", dir=cache_dir.parent))
-    try:
+    with atomic_dir(cache_dir) as tmp:  # a refresh replaces the old copy in one rename
         for split in SPLITS:
             write_split(tmp, split, examples[split], encoded[split])
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
-        if cache_dir.exists():  # refresh: move the old copy aside, since a rename cannot replace a full folder
-            old = Path(tempfile.mkdtemp(prefix=".old-", dir=cache_dir.parent))
-            os.replace(cache_dir, old / "x")
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, cache_dir)
-    except OSError:
-        # Another process finished the same preparation first; its copy is identical.
-        if not (cache_dir / "manifest.json").is_file():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_prepared(cache_dir: str | Path) -> PreparedData:

@@ -17,13 +17,12 @@ import hashlib
 import importlib
 import importlib.util
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from lmtune.fsutil import atomic_dir
 
 
 class ModelError(ValueError):
@@ -117,19 +116,8 @@ def _convert(gguf_path: Path, target: Path) -> None:
         model.hf_quantizer.remove_quantization_config(model)
     model.config.name_or_path = str(target)
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared between users
-    try:
+    with atomic_dir(target, keep_existing=True) as tmp:  # another process may have converted it meanwhile
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         source = {"gguf_file": str(gguf_path), "sha256": file_sha256(gguf_path), "dtype": "float32"}
         (tmp / "lmtune_source.json").write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            # Another process finished the same conversion first: keep theirs.
-            if not (target / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

@@ -11,15 +11,13 @@ Only safetensors are written. Folders appear atomically: written to a temporary 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from peft import PeftModel
 from transformers import AutoTokenizer
 
+from lmtune.fsutil import atomic_dir
 from lmtune.config import ModelConfig
 from lmtune.model.builtin import ModelError
 from lmtune.model.load import ensure_pad_token, load_model
@@ -28,32 +26,15 @@ BASE_FILE = "lmtune_base.json"
 TASK_OF_PEFT = {"CAUSAL_LM": "causal_lm", "SEQ_CLS": "sequence_classification"}
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    # os.replace cannot overwrite a non-empty folder: move the old one aside first, delete it last.
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}-old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def save_model(model: Any, tokenizer: Any, out_dir: str | Path, base_cfg: ModelConfig | None = None) -> Path:
     """Save a peft model as its adapter (plus lmtune_base.json naming the base) or a full model, with tokenizer."""
     out = Path(out_dir).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    tmp.chmod(0o755)
-    try:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         if isinstance(model, PeftModel):
             _write_base(model, tmp, base_cfg)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        _replace_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -8,7 +8,6 @@ adapter with LoRA, everything with full fine-tuning); the frozen base is reloade
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from lmtune.fsutil import atomic_dir
 
 STATE = "state.json"
 
@@ -53,34 +54,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_atomically(final: Path, write: Any) -> Path:
     """Call write(tmp_dir), then rename tmp_dir to final (replacing an older one)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    write(tmp)
-    for f in tmp.iterdir():
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-    old = None
-    if final.exists():  # rename the old one away first: os.replace cannot replace a non-empty dir
-        old = final.parent / f".old-{final.name}-{os.getpid()}"
-        os.replace(final, old)
-    os.replace(tmp, final)
-    _fsync_dir(final.parent)
-    if old is not None:
-        shutil.rmtree(old)
+    with atomic_dir(final) as tmp:
+        write(tmp)
     return final
 
 
