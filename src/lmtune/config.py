@@ -182,6 +182,12 @@ class EvalConfig(Section):
     """Tokens generated per test example."""
     batch_size: int = Field(16, gt=0)
     """Examples per generation batch."""
+    few_shot: int = Field(4, ge=0)
+    """Examples from the training split shown before each test prompt in the few-shot baseline (0: none)."""
+    seed: int = 0
+    """Seed of the few-shot example choice and of the bootstrap intervals."""
+    forgetting_blocks: int = Field(8, ge=0)
+    """256-token blocks of Python's documentation scored before and after training (0: skip)."""
 
 
 class OutputConfig(Section):

@@ -141,11 +141,19 @@ def test_train_writes_a_complete_run_folder(trained):
     assert manifest["counts"]["final"] == {"train": 200, "validation": 8, "test": 8}
 
     evaluation = json.loads((run / "eval.json").read_text())
-    assert {"base", "fine_tuned", "table"} <= set(evaluation)
-    assert "| fine-tuned |" in evaluation["table"]
+    systems = ["base zero-shot", "base 4-shot", "fine-tuned"]
+    assert list(evaluation["systems"]) == systems and evaluation["task"] == "classification"
+    html = (run / "report.html").read_text()
+    assert all(name in html for name in systems) and html.count("data:image/png;base64,") >= 2
+    assert set(evaluation["significance"]) == {f"fine-tuned vs {b}, {m}" for b in systems[:2]
+                                               for m in ("accuracy", "macro-F1")}
+    assert evaluation["forgetting"]["text"] == "pydoc_data.topics" and evaluation["forgetting"]["tokens"] > 0
+    assert all(f"| {name} |" in evaluation["table"] for name in systems)
+    assert all("macro_f1_ci" in evaluation["systems"][name] for name in systems)
     predictions = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == 8
-    assert all(set(p) == {"prompt", "reference", "base", "fine_tuned"} for p in predictions)
+    assert all(set(p) == {"prompt", "reference", "outputs", "parsed"} for p in predictions)
+    assert all(set(p["outputs"]) == set(systems) for p in predictions)
     assert all(SYSTEM in p["prompt"] for p in predictions)
 
 

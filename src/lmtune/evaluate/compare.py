@@ -1,18 +1,22 @@
 """Score a model on the test split by generation, so base and fine-tuned models compare on one scale.
 
 Labelled data is answered by generation and parsed back into a label (accuracy, macro-F1 with a
-bootstrap interval); chat data is scored by normalised exact match of the final answer.
+bootstrap interval); chat data is scored on its final answer (exact match, BLEU, chrF, ROUGE, and
+numeric match for GSM8K-style `#### N` answers). The few-shot baseline puts k training examples,
+chosen deterministically and never from the evaluated split, before each prompt as earlier turns.
 
-    scores = score_by_generation(model, tokenizer, test_examples, cfg, label_names)
-    print(comparison_table({"base": base_scores, "fine-tuned": scores}))
+    shots = select_shots(train_examples, k=4, seed=0)
+    scores = score_by_generation(model, tokenizer, test_examples, cfg, label_names, shots)
+    print(comparison_table({"few-shot": scores}))
 """
 
 from __future__ import annotations
 
-import re
+import random
 import time
-import unicodedata
 from typing import Any
+
+import numpy as np
 
 from lmtune.config import RunConfig
 from lmtune.data.encode import label_chat, with_system
@@ -20,38 +24,57 @@ from lmtune.data.records import Example, Message
 from lmtune.data.templates import generation_prompt, resolve_template
 from lmtune.evaluate.generate import generate
 from lmtune.evaluate.labels import parse_label
-from lmtune.evaluate.metrics import classification_metrics, metric_with_ci
+from lmtune.evaluate.metrics import bootstrap_ci, classification_metrics, metric_with_ci
+from lmtune.evaluate.text_metrics import generation_metrics, per_example_scores
 
 
-def prompt_and_reference(example: Example, cfg: RunConfig, tokenizer, label_names: list[str] | None) -> tuple[str, str]:
-    """The generation prompt of an example (as rendered in training) and its reference answer."""
+def _conversation(example: Example, cfg: RunConfig, label_names: list[str] | None) -> list[Message]:
     if example.kind == "labelled":
-        messages = label_chat(example, cfg.data, label_names or [])
-    elif example.kind == "chat":
-        messages = list(example.messages)
-    else:
-        raise ValueError(f"{example.kind} examples have no answer to generate")
+        return label_chat(example, cfg.data, label_names or [])
+    if example.kind == "chat":
+        return list(example.messages)
+    raise ValueError(f"{example.kind} examples have no answer to generate")
+
+
+def select_shots(train: list[Example], k: int, seed: int) -> list[Example]:
+    """k training examples for few-shot prompts: seeded, one label after another for labelled data."""
+    if k <= 0 or not train:
+        return []
+    order = list(range(len(train)))
+    random.Random(seed).shuffle(order)
+    by_label: dict[str | None, list[int]] = {}
+    for i in order:
+        by_label.setdefault(train[i].label, []).append(i)
+    queues = [by_label[key] for key in sorted(by_label, key=str)]
+    chosen: list[int] = []
+    while len(chosen) < min(k, len(train)):
+        for queue in queues:
+            if queue and len(chosen) < k:
+                chosen.append(queue.pop(0))
+    return [train[i] for i in chosen]
+
+
+def prompt_and_reference(
+    example: Example, cfg: RunConfig, tokenizer, label_names: list[str] | None, shots: list[Example] = ()
+) -> tuple[str, str]:
+    """The generation prompt of an example (as rendered in training, after any shots) and its reference."""
+    messages = _conversation(example, cfg, label_names)
     last = max(i for i, m in enumerate(messages) if m.role == "assistant")
-    prompt_msgs: list[Message] = with_system(messages[:last], cfg.data.system_prompt)
+    earlier = [m for shot in shots for m in _conversation(shot, cfg, label_names)]
+    prompt_msgs: list[Message] = with_system(earlier + messages[:last], cfg.data.system_prompt)
     template = resolve_template(cfg.data.template, tokenizer)
     return generation_prompt(prompt_msgs, template, tokenizer), messages[last].content
 
 
-def normalise_answer(text: str) -> str:
-    """Lowercase, NFKC, no surrounding punctuation, single spaces: for exact match."""
-    text = unicodedata.normalize("NFKC", text).lower().strip()
-    text = re.sub(r"\s+", " ", text)
-    return text.strip(" .,!?;:'\"`*")
-
-
 def score_by_generation(
-    model, tokenizer, examples: list[Example], cfg: RunConfig, label_names: list[str] | None
+    model, tokenizer, examples: list[Example], cfg: RunConfig, label_names: list[str] | None,
+    shots: list[Example] = (),
 ) -> dict[str, Any]:
-    """Generate an answer for every example and score it against the reference."""
+    """Generate an answer for every example (after the few-shot examples, if any) and score it."""
     scorable = [e for e in examples if e.kind in ("labelled", "chat")]
     if not scorable:
         return {}
-    pairs = [prompt_and_reference(e, cfg, tokenizer, label_names) for e in scorable]
+    pairs = [prompt_and_reference(e, cfg, tokenizer, label_names, shots) for e in scorable]
     prompts = [p for p, _ in pairs]
     references = [r for _, r in pairs]
     was_training = model.training
@@ -67,12 +90,16 @@ def score_by_generation(
         predictions = [parse_label(t, label_names) for t in texts]
         scores.update(classification_metrics(predictions, references, label_names))
         for metric in ("accuracy", "macro_f1"):
-            _, low, high = metric_with_ci(predictions, references, label_names, metric=metric)
+            _, low, high = metric_with_ci(predictions, references, label_names, metric=metric, seed=cfg.eval.seed)
             scores[f"{metric}_ci"] = [low, high]
     else:
         predictions = texts
-        hits = [normalise_answer(t) == normalise_answer(r) for t, r in zip(texts, references)]
-        scores["exact_match"] = sum(hits) / len(hits)
+        numeric = all("####" in r for r in references)
+        scores.update(generation_metrics(texts, references, numeric=numeric))
+        main = "numeric_match" if numeric else "exact_match"
+        values = per_example_scores(texts, references, main)
+        scores[f"{main}_ci"] = list(bootstrap_ci(lambda idx: np.asarray(values)[idx].mean(axis=1), len(values),
+                                                 seed=cfg.eval.seed))
     scores["predictions"] = [
         {"prompt": p, "reference": r, "output": t, "parsed": pr}
         for p, r, t, pr in zip(prompts, references, texts, predictions)
@@ -90,7 +117,8 @@ def _cell(scores: dict[str, Any], metric: str) -> str:
 
 def comparison_table(systems: dict[str, dict[str, Any]]) -> str:
     """A markdown table with one row per system and its main metrics (95 % intervals in brackets)."""
-    names = ("accuracy", "macro_f1", "exact_match", "n_unparsed", "test_loss", "test_perplexity")
+    names = ("accuracy", "macro_f1", "numeric_match", "exact_match", "bleu", "chrf", "rougeL", "n_unparsed",
+             "test_loss", "test_perplexity")
     metrics = [m for m in names if any(m in s for s in systems.values())]
     header = "| system | " + " | ".join(metrics) + " |"
     rule = "|---|" + "---|" * len(metrics)

@@ -19,7 +19,10 @@ from accelerate.utils import broadcast_object_list
 
 from lmtune.config import RunConfig, dump_config
 from lmtune.data.prepare import manifest_summary, prepare_data
-from lmtune.evaluate.compare import comparison_table, score_by_generation
+from lmtune.evaluate.compare import comparison_table, score_by_generation, select_shots
+from lmtune.evaluate.forgetting import forgetting_report, general_text_loss
+from lmtune.evaluate.report import write_report
+from lmtune.evaluate.significance import versus_baselines
 from lmtune.model.adapters import apply_peft
 from lmtune.model.export import save_model
 from lmtune.model.load import describe_model, load_model, load_tokenizer, weights_hash
@@ -56,13 +59,17 @@ def _json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2, default=str))
 
 
-def _test_scores(model, tokenizer, data, cfg: RunConfig, objective, accelerator) -> dict[str, Any]:
+def _answers_generated(data) -> bool:
+    return any(e.kind in ("labelled", "chat") for e in data.examples.get("test") or [])
+
+
+def _test_scores(model, tokenizer, data, cfg: RunConfig, objective, accelerator, shots=()) -> dict[str, Any]:
     """Generation metrics for tasks with answers; test loss and perplexity for raw text."""
     examples = data.examples.get("test") or []
     scores: dict[str, Any] = {}
-    if any(e.kind in ("labelled", "chat") for e in examples):
+    if _answers_generated(data):
         if accelerator.is_main_process:
-            scores.update(score_by_generation(model, tokenizer, examples, cfg, data.label_names))
+            scores.update(score_by_generation(model, tokenizer, examples, cfg, data.label_names, shots))
     elif data.encoded.get("test"):
         loss = evaluate_loss(model, data.encoded["test"], objective, cfg.training.batch_size, accelerator)
         scores.update({k.replace("eval_", "test_"): v for k, v in loss.items()})
@@ -73,16 +80,32 @@ def _without_predictions(scores: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in scores.items() if k != "predictions"}
 
 
-def _write_comparison(run_dir: Path, base: dict[str, Any], tuned: dict[str, Any], echo: Echo) -> dict[str, Any]:
-    """Print the base vs fine-tuned table; write eval.json and predictions.jsonl side by side."""
-    table = comparison_table({"base (zero-shot)": base, "fine-tuned": tuned})
+def _write_comparison(run_dir: Path, systems: dict[str, dict[str, Any]], data, cfg: RunConfig,
+                      forgetting: dict[str, Any] | None, echo: Echo) -> dict[str, Any]:
+    """Print the comparison table; write eval.json, predictions.jsonl and the report (md and html)."""
+    table = comparison_table(systems)
     echo("\n" + table + "\n")
+    names = list(systems)
+    predictions = [
+        {"prompt": row[-1]["prompt"], "reference": row[0]["reference"],
+         "outputs": {n: r["output"] for n, r in zip(names, row)},
+         "parsed": {n: r["parsed"] for n, r in zip(names, row)}}
+        for row in zip(*(systems[n].get("predictions", []) for n in names))
+    ]
     with open(run_dir / "predictions.jsonl", "w", encoding="utf-8") as fh:
-        for b, t in zip(base.get("predictions", []), tuned.get("predictions", [])):
-            fh.write(json.dumps({"prompt": b["prompt"], "reference": b["reference"],
-                                 "base": b["output"], "fine_tuned": t["output"]}) + "\n")
-    evaluation = {"base": _without_predictions(base), "fine_tuned": _without_predictions(tuned)}
+        fh.writelines(json.dumps(p) + "\n" for p in predictions)
+    scores = {name: _without_predictions(s) for name, s in systems.items()}
+    task = "classification" if any("macro_f1" in s for s in scores.values()) else (
+        "generation" if predictions else "lm")
+    evaluation = {"task": task, "split": "test", "n": len(data.examples.get("test") or []), "systems": scores,
+                  "significance": versus_baselines(systems, data.label_names, cfg.eval.seed)}
+    if forgetting:
+        evaluation["forgetting"] = forgetting
+    for pair, test in evaluation["significance"].items():
+        echo(f"{pair}: p = {test['p_value']:.3g} ({test['test']})")
     _json(run_dir / "eval.json", {**evaluation, "table": table})
+    _, html = write_report(run_dir, evaluation, data.manifest, predictions)
+    echo(f"report: {html}")
     return evaluation
 
 
@@ -106,15 +129,23 @@ def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print) 
         write_lineage(run_dir, lineage_base(cfg, data.manifest, weights_hash(model)))
     evaluating = cfg.eval.at_end and bool(data.examples.get("test"))
     base_file = run_dir / "base_eval.json"
-    base_scores: dict[str, Any] = {}
+    baselines: dict[str, dict[str, Any]] = {}
     if evaluating:  # before any adapter exists: the base model exactly as the user would get it
         if base_file.exists():
-            base_scores = json.loads(base_file.read_text())
+            baselines = json.loads(base_file.read_text())
         else:
             echo(f"scoring the base model on {len(data.examples['test'])} test examples ...")
-            base_scores = _test_scores(model, tokenizer, data, cfg, objective, accelerator)
+            baselines["base zero-shot"] = _test_scores(model, tokenizer, data, cfg, objective, accelerator)
+            shots = select_shots(data.examples["train"], cfg.eval.few_shot, cfg.eval.seed)
+            if shots and _answers_generated(data):
+                echo(f"scoring the base model with {len(shots)} training examples in the prompt ...")
+                baselines[f"base {len(shots)}-shot"] = _test_scores(model, tokenizer, data, cfg, objective,
+                                                                    accelerator, shots)
+            if cfg.eval.forgetting_blocks and main:
+                baselines["_general_text"] = general_text_loss(model, tokenizer, max_blocks=cfg.eval.forgetting_blocks)
             if main:
-                _json(base_file, base_scores)
+                _json(base_file, baselines)
+        general_before = baselines.pop("_general_text", None)
 
     torch.manual_seed(cfg.training.seed)  # adapter (and any new head) initialisation follows the run's seed
     model = apply_peft(model, cfg.method, cfg.lora, gradient_checkpointing=cfg.training.gradient_checkpointing)
@@ -144,7 +175,13 @@ def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print) 
         echo("scoring the fine-tuned model on the test split ...")
         tuned_scores = _test_scores(accelerator.unwrap_model(model), tokenizer, data, cfg, objective, accelerator)
         if main:
-            summary["test"] = _write_comparison(run_dir, base_scores, tuned_scores, echo)
+            forgetting = None
+            if general_before:
+                after = general_text_loss(accelerator.unwrap_model(model), tokenizer,
+                                          max_blocks=cfg.eval.forgetting_blocks)
+                forgetting = forgetting_report(general_before, after)
+            systems = {**baselines, "fine-tuned": tuned_scores}
+            summary["test"] = _write_comparison(run_dir, systems, data, cfg, forgetting, echo)
     if main:
         summary["wall_seconds"] = time.time() - started
         write_lineage(run_dir, {"result": summary, "model": shape, "final": str(run_dir / "final")})

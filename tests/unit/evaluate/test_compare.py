@@ -1,0 +1,45 @@
+"""The prompt-only baselines: few-shot examples come from train, deterministically, one label after another."""
+
+from lmtune.config import RunConfig
+from lmtune.data.records import Example, Message
+from lmtune.evaluate.compare import prompt_and_reference, select_shots
+from lmtune.model.tiny import byte_tokenizer
+
+LABELS = ["anger", "joy", "sadness"]
+
+
+def labelled(i: int, label: str) -> Example:
+    return Example(kind="labelled", text=f"tweet number {i}", label=label, line=i)
+
+
+def test_shots_are_deterministic_and_cover_the_labels():
+    train = [labelled(i, LABELS[i % 3] if i < 30 else "joy") for i in range(60)]
+    shots = select_shots(train, k=4, seed=1)
+    assert shots == select_shots(train, k=4, seed=1)
+    assert shots != select_shots(train, k=4, seed=2)
+    assert [s.label for s in shots[:3]] == sorted(LABELS)  # one of each label before any repeats
+    assert len(shots) == 4 and len({id(s) for s in shots}) == 4
+    assert select_shots(train, k=0, seed=1) == []
+
+
+def test_few_shot_prompt_puts_the_shots_before_the_question():
+    cfg = RunConfig.model_validate({"data": {"template": "chatml", "instruction": "Label: {text}"}})
+    tok = byte_tokenizer()
+    shots = [labelled(1, "joy"), labelled(2, "anger")]
+    zero, ref = prompt_and_reference(labelled(9, "sadness"), cfg, tok, LABELS)
+    few, ref2 = prompt_and_reference(labelled(9, "sadness"), cfg, tok, LABELS, shots)
+    assert ref == ref2 == "sadness"
+    assert few.endswith(zero)  # same question, same assistant header
+    expected = ("<|im_start|>user\nLabel: tweet number 1<|im_end|>\n<|im_start|>assistant\njoy<|im_end|>\n"
+                "<|im_start|>user\nLabel: tweet number 2<|im_end|>\n<|im_start|>assistant\nanger<|im_end|>\n")
+    assert few == expected + zero
+
+
+def test_chat_shots_show_whole_conversations():
+    cfg = RunConfig.model_validate({"data": {"template": "chatml"}})
+    tok = byte_tokenizer()
+    shot = Example(kind="chat", messages=[Message("user", "2+2?"), Message("assistant", "#### 4")])
+    query = Example(kind="chat", messages=[Message("user", "3+3?"), Message("assistant", "#### 6")])
+    prompt, ref = prompt_and_reference(query, cfg, tok, None, [shot])
+    assert ref == "#### 6"
+    assert prompt.startswith("<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n#### 4<|im_end|>\n")
