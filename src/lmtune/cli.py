@@ -90,8 +90,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from lmtune.runs import list_runs, read_lineage
+    from lmtune.runs import compare_runs, list_runs, read_lineage
 
+    if args.action == "compare":
+        print(compare_runs([Path(r) for r in args.runs]))
+        return 0
     if args.action == "list":
         for run in list_runs(args.dir):
             lineage = read_lineage(run)
@@ -181,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_runs)
     p = runs.add_parser("show")
     p.add_argument("run")
+    p.set_defaults(func=cmd_runs)
+    p = runs.add_parser("compare", help="several runs' metrics side by side (markdown table)")
+    p.add_argument("runs", nargs="+")
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("generate", help="generate with a run's model (same template as training)")

@@ -118,3 +118,38 @@ def lineage_base(cfg: RunConfig, manifest: dict[str, Any], weights: str | None) 
         },
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def compare_runs(run_dirs: list[Path]) -> str:
+    """A markdown table of several runs side by side: base, data, steps, validation loss, test metrics."""
+    metrics = ("accuracy", "macro_f1", "numeric_match", "exact_match", "bleu", "test_loss")
+    rows, seen = [], set()
+    for run in run_dirs:
+        lineage = read_lineage(run)
+        if not lineage:
+            raise FileNotFoundError(f"{run} has no {LINEAGE} (not a run folder, or it never started)")
+        result = lineage.get("result", {})
+        systems = (result.get("test") or {}).get("systems", {})
+        row = {
+            "run": Path(run).name,
+            "base model": lineage.get("base_model", {}).get("name", "?"),
+            "method": "{task}/{peft}".format(**lineage.get("method", {"task": "?", "peft": "?"})),
+            "train data": (lineage.get("data", {}).get("fingerprints", {}).get("train") or "?")[:12],
+            "steps": result.get("steps", "incomplete"),
+            "val loss": result.get("validation", {}).get("eval_loss"),
+        }
+        for system, scores in systems.items():
+            for m in metrics:
+                if m in scores:
+                    key = f"{system}: {m}"
+                    row[key] = scores[m]
+                    seen.add(key)
+        rows.append(row)
+    columns = ["run", "base model", "method", "train data", "steps", "val loss", *sorted(seen)]
+
+    def cell(value: Any) -> str:
+        return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)

@@ -59,6 +59,16 @@ def trained(tmp_path_factory):
     return runs, run, cache
 
 
+def test_runs_compare_puts_runs_side_by_side(trained, capsys, tmp_path):
+    _, run, _ = trained
+    assert main(["runs", "compare", str(run), str(run)]) == 0
+    header, rule, *rows = capsys.readouterr().out.strip().splitlines()
+    assert "fine-tuned: macro_f1" in header and "base 4-shot: accuracy" in header
+    tuned = read_lineage(run)["result"]["test"]["systems"]["fine-tuned"]["macro_f1"]
+    assert len(rows) == 2 and all(f"| {tuned:.4f} |" in r or r.endswith(f"| {tuned:.4f} |") for r in rows)
+    assert main(["runs", "compare", str(tmp_path)]) == 1
+
+
 @pytest.mark.slow
 def test_the_same_config_gives_the_same_adapter(trained, tmp_path):
     _, run, cache = trained
