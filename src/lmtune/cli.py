@@ -1,6 +1,7 @@
 """The `lmtune` command line: parses arguments and calls the library, nothing more.
 
     lmtune train configs/demo.yaml [--set training.learning_rate=1e-4] [--resume latest]
+    lmtune eval RUN_OR_CONFIG [--split test] [--limit N]
     lmtune data validate FILE [--format F] [--model M] [--json]
     lmtune data prepare CONFIG
     lmtune config schema | show FILE
@@ -32,6 +33,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from lmtune.train.run import run_training
 
     run_training(cfg, resume=args.resume)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from lmtune.evaluate.run_eval import evaluate_target
+
+    out = evaluate_target(args.target, split=args.split, limit=args.limit)
+    print(f"wrote {out}")
     return 0
 
 
@@ -154,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(p)
     p.add_argument("--resume", metavar="latest|PATH", help="continue a run from its latest checkpoint, or a path")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="score zero-shot and few-shot baselines (and a run's fine-tuned model)")
+    p.add_argument("target", help="a run folder, or a config file (baselines only)")
+    p.add_argument("--split", default="test", choices=["test", "validation"])
+    p.add_argument("--limit", type=int, help="score a deterministic sample of this many examples")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("config", help="print the config schema or a resolved config")
     p.add_argument("action", choices=["schema", "show"])

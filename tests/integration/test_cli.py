@@ -70,6 +70,40 @@ def test_runs_compare_puts_runs_side_by_side(trained, capsys, tmp_path):
 
 
 @pytest.mark.slow
+def test_eval_of_a_run_reproduces_the_scores_of_training(trained, capsys):
+    _, run, cache = trained
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ROOT)
+        assert main(["eval", str(run)]) == 0
+    torch.set_num_threads(threads)
+    assert f"wrote {run / 'eval-test'}" in capsys.readouterr().out
+    again = json.loads((run / "eval-test" / "eval.json").read_text())
+    first = json.loads((run / "eval.json").read_text())
+    assert list(again["systems"]) == list(first["systems"])
+    for name, scores in first["systems"].items():  # adapter off == the base before training; reloaded == trained
+        for metric in ("accuracy", "macro_f1", "n_unparsed"):
+            assert again["systems"][name][metric] == scores[metric], (name, metric)
+    assert (run / "eval-test" / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_eval_of_a_config_scores_the_baselines_only(tmp_path, capsys):
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ROOT)
+        code = main(["eval", "configs/tiny.yaml", "--limit", "6", *[]])
+    torch.set_num_threads(threads)
+    assert code == 0
+    out = Path(capsys.readouterr().out.strip().splitlines()[-1].removeprefix("wrote "))
+    evaluation = json.loads((out / "eval.json").read_text())
+    shutil.rmtree(out)  # configs/tiny.yaml writes under the project's runs/: remove only this folder
+    if not any(out.parent.iterdir()):
+        out.parent.rmdir()
+    assert list(evaluation["systems"]) == ["base zero-shot", "base 4-shot"] and evaluation["n"] == 6
+
+
+@pytest.mark.slow
 def test_the_same_config_gives_the_same_adapter(trained, tmp_path):
     _, run, cache = trained
     threads = torch.get_num_threads()

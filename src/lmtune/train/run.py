@@ -19,10 +19,8 @@ from accelerate.utils import broadcast_object_list
 
 from lmtune.config import RunConfig, dump_config
 from lmtune.data.prepare import manifest_summary, prepare_data
-from lmtune.evaluate.compare import comparison_table, score_by_generation, select_shots
 from lmtune.evaluate.forgetting import forgetting_report, general_text_loss
-from lmtune.evaluate.report import write_report
-from lmtune.evaluate.significance import versus_baselines
+from lmtune.evaluate.suite import baseline_scores, split_scores, write_comparison, write_json
 from lmtune.model.adapters import apply_peft
 from lmtune.model.export import save_model
 from lmtune.model.load import describe_model, load_model, load_tokenizer, weights_hash
@@ -31,7 +29,6 @@ from lmtune.train.hardware import make_accelerator, resolve_precision
 from lmtune.train.loop import fit
 from lmtune.train.metrics_log import plot_losses
 from lmtune.train.objectives import build_objective
-from lmtune.train.validation import evaluate_loss
 
 Echo = Callable[[str], None]
 
@@ -55,60 +52,6 @@ def _start(cfg: RunConfig, resume: str | None, echo: Echo) -> tuple[RunConfig, P
     return cfg, run_dir, checkpoint
 
 
-def _json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=2, default=str))
-
-
-def _answers_generated(data) -> bool:
-    return any(e.kind in ("labelled", "chat") for e in data.examples.get("test") or [])
-
-
-def _test_scores(model, tokenizer, data, cfg: RunConfig, objective, accelerator, shots=()) -> dict[str, Any]:
-    """Generation metrics for tasks with answers; test loss and perplexity for raw text."""
-    examples = data.examples.get("test") or []
-    scores: dict[str, Any] = {}
-    if _answers_generated(data):
-        if accelerator.is_main_process:
-            scores.update(score_by_generation(model, tokenizer, examples, cfg, data.label_names, shots))
-    elif data.encoded.get("test"):
-        loss = evaluate_loss(model, data.encoded["test"], objective, cfg.training.batch_size, accelerator)
-        scores.update({k.replace("eval_", "test_"): v for k, v in loss.items()})
-    return scores
-
-
-def _without_predictions(scores: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in scores.items() if k != "predictions"}
-
-
-def _write_comparison(run_dir: Path, systems: dict[str, dict[str, Any]], data, cfg: RunConfig,
-                      forgetting: dict[str, Any] | None, echo: Echo) -> dict[str, Any]:
-    """Print the comparison table; write eval.json, predictions.jsonl and the report (md and html)."""
-    table = comparison_table(systems)
-    echo("\n" + table + "\n")
-    names = list(systems)
-    predictions = [
-        {"prompt": row[-1]["prompt"], "reference": row[0]["reference"],
-         "outputs": {n: r["output"] for n, r in zip(names, row)},
-         "parsed": {n: r["parsed"] for n, r in zip(names, row)}}
-        for row in zip(*(systems[n].get("predictions", []) for n in names))
-    ]
-    with open(run_dir / "predictions.jsonl", "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(p) + "\n" for p in predictions)
-    scores = {name: _without_predictions(s) for name, s in systems.items()}
-    task = "classification" if any("macro_f1" in s for s in scores.values()) else (
-        "generation" if predictions else "lm")
-    evaluation = {"task": task, "split": "test", "n": len(data.examples.get("test") or []), "systems": scores,
-                  "significance": versus_baselines(systems, data.label_names, cfg.eval.seed)}
-    if forgetting:
-        evaluation["forgetting"] = forgetting
-    for pair, test in evaluation["significance"].items():
-        echo(f"{pair}: p = {test['p_value']:.3g} ({test['test']})")
-    _json(run_dir / "eval.json", {**evaluation, "table": table})
-    _, html = write_report(run_dir, evaluation, data.manifest, predictions)
-    echo(f"report: {html}")
-    return evaluation
-
-
 def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print) -> Path:
     """Run the whole fine-tuning pipeline and return the run folder."""
     started = time.time()
@@ -121,7 +64,7 @@ def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print) 
     data = prepare_data(cfg, tokenizer)
     echo(manifest_summary(data.manifest) + ("  (from cache)" if data.from_cache else ""))
     if main:
-        _json(run_dir / "manifest.json", data.manifest)
+        write_json(run_dir / "manifest.json", data.manifest)
 
     model, tokenizer = load_model(cfg.model)
     objective = build_objective(cfg, tokenizer)
@@ -130,22 +73,16 @@ def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print) 
     evaluating = cfg.eval.at_end and bool(data.examples.get("test"))
     base_file = run_dir / "base_eval.json"
     baselines: dict[str, dict[str, Any]] = {}
+    general_before = None
     if evaluating:  # before any adapter exists: the base model exactly as the user would get it
         if base_file.exists():
-            baselines = json.loads(base_file.read_text())
+            saved = json.loads(base_file.read_text())
+            baselines, general_before = saved["systems"], saved.get("general_text")
         else:
-            echo(f"scoring the base model on {len(data.examples['test'])} test examples ...")
-            baselines["base zero-shot"] = _test_scores(model, tokenizer, data, cfg, objective, accelerator)
-            shots = select_shots(data.examples["train"], cfg.eval.few_shot, cfg.eval.seed)
-            if shots and _answers_generated(data):
-                echo(f"scoring the base model with {len(shots)} training examples in the prompt ...")
-                baselines[f"base {len(shots)}-shot"] = _test_scores(model, tokenizer, data, cfg, objective,
-                                                                    accelerator, shots)
-            if cfg.eval.forgetting_blocks and main:
-                baselines["_general_text"] = general_text_loss(model, tokenizer, max_blocks=cfg.eval.forgetting_blocks)
+            baselines, general_before = baseline_scores(model, tokenizer, data, "test", cfg, objective,
+                                                        accelerator, echo)
             if main:
-                _json(base_file, baselines)
-        general_before = baselines.pop("_general_text", None)
+                write_json(base_file, {"systems": baselines, "general_text": general_before})
 
     torch.manual_seed(cfg.training.seed)  # adapter (and any new head) initialisation follows the run's seed
     model = apply_peft(model, cfg.method, cfg.lora, gradient_checkpointing=cfg.training.gradient_checkpointing)
@@ -173,7 +110,8 @@ def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print) 
             plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png")
     if evaluating:
         echo("scoring the fine-tuned model on the test split ...")
-        tuned_scores = _test_scores(accelerator.unwrap_model(model), tokenizer, data, cfg, objective, accelerator)
+        tuned_scores = split_scores(accelerator.unwrap_model(model), tokenizer, data, "test", cfg, objective,
+                                    accelerator)
         if main:
             forgetting = None
             if general_before:
@@ -181,7 +119,7 @@ def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print) 
                                           max_blocks=cfg.eval.forgetting_blocks)
                 forgetting = forgetting_report(general_before, after)
             systems = {**baselines, "fine-tuned": tuned_scores}
-            summary["test"] = _write_comparison(run_dir, systems, data, cfg, forgetting, echo)
+            summary["test"] = write_comparison(run_dir, systems, data, "test", cfg, forgetting, echo)
     if main:
         summary["wall_seconds"] = time.time() - started
         write_lineage(run_dir, {"result": summary, "model": shape, "final": str(run_dir / "final")})

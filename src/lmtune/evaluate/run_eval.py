@@ -1,0 +1,64 @@
+"""`lmtune eval CONFIG_OR_RUN [--split test] [--limit N]`: the prompt-only baselines against a run's model.
+
+For a run folder, the base model (the adapter switched off, or the base reloaded after full
+fine-tuning) is scored zero-shot and few-shot beside the fine-tuned model; for a config, only the
+base model's baselines are scored — "try prompt engineering first". Results go to
+`<run>/eval-<split>/` (or a new folder under output.dir) as eval.json, predictions.jsonl and the report.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+from peft import PeftModel
+
+from lmtune.config import load_config
+from lmtune.data.prepare import prepare_data
+from lmtune.evaluate.forgetting import forgetting_report, general_text_loss
+from lmtune.evaluate.suite import Echo, baseline_scores, split_scores, write_comparison
+from lmtune.model.export import load_trained
+from lmtune.model.load import load_model, load_tokenizer
+from lmtune.runs import run_config
+from lmtune.train.hardware import make_accelerator
+from lmtune.train.objectives import build_objective
+
+
+def evaluate_target(target: str | Path, split: str = "test", limit: int | None = None, echo: Echo = print) -> Path:
+    """Evaluate a run (baselines and fine-tuned) or a config (baselines only); return the output folder."""
+    path = Path(target)
+    is_run = (path / "config.yaml").exists() and (path / "final").exists()
+    cfg = run_config(path) if is_run else load_config(path)
+    if limit is not None:
+        key = "max_test_examples" if split == "test" else "max_validation_examples"
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={key: limit})})
+    out = path / f"eval-{split}" if is_run else Path(cfg.output.dir) / f"{cfg.output.name}-eval-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    tokenizer = load_tokenizer(cfg.model)
+    data = prepare_data(cfg, tokenizer)
+    if not data.examples.get(split):
+        raise FileNotFoundError(f"the {split} split of {target} is empty")
+    accelerator = make_accelerator(cfg.training)
+    objective = build_objective(cfg, tokenizer)
+
+    tuned = None
+    if is_run:
+        tuned, tokenizer = load_trained(path / "final", base_cfg=cfg.model)
+        tuned.eval()
+    if isinstance(tuned, PeftModel):
+        base, switch_off = tuned, tuned.disable_adapter  # the same weights without the adapter: no second copy
+    else:
+        base, switch_off = load_model(cfg.model)[0], nullcontext
+    with switch_off():
+        baselines, general_before = baseline_scores(base, tokenizer, data, split, cfg, objective, accelerator, echo)
+    systems = dict(baselines)
+    forgetting = None
+    if tuned is not None:
+        echo(f"scoring the fine-tuned model on {len(data.examples[split])} {split} examples ...")
+        systems["fine-tuned"] = split_scores(tuned, tokenizer, data, split, cfg, objective, accelerator)
+        if general_before:
+            after = general_text_loss(tuned, tokenizer, max_blocks=cfg.eval.forgetting_blocks)
+            forgetting = forgetting_report(general_before, after)
+    write_comparison(out, systems, data, split, cfg, forgetting, echo)
+    return out
