@@ -42,6 +42,17 @@ def _in_project_root(monkeypatch):
     monkeypatch.chdir(ROOT)  # config paths (../shared/data/...) are relative to the project root
 
 
+def run_cli(argv: list[str]) -> int:
+    """main(argv) from the project root, restoring PyTorch's thread count (training.num_threads is process-wide)."""
+    threads = torch.get_num_threads()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.chdir(ROOT)
+            return main(argv)
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(runs folder, run folder, cache folder) of one finished tiny run."""
@@ -49,11 +60,7 @@ def trained(tmp_path_factory):
         pytest.skip(f"shared data not found at {SHARED}")
     tmp = tmp_path_factory.mktemp("cli")
     runs, cache = tmp / "runs", tmp / "cache"
-    threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(ROOT)
-        code = main(["train", "configs/tiny.yaml", *sets(f"output.dir={runs}", f"model.cache_dir={cache}", *FAST)])
-    torch.set_num_threads(threads)  # training.num_threads is process-wide
+    code = run_cli(["train", "configs/tiny.yaml", *sets(f"output.dir={runs}", f"model.cache_dir={cache}", *FAST)])
     assert code == 0
     (run,) = runs.iterdir()
     return runs, run, cache
@@ -72,11 +79,7 @@ def test_runs_compare_puts_runs_side_by_side(trained, capsys, tmp_path):
 @pytest.mark.slow
 def test_eval_of_a_run_reproduces_the_scores_of_training(trained, capsys):
     _, run, cache = trained
-    threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(ROOT)
-        assert main(["eval", str(run)]) == 0
-    torch.set_num_threads(threads)
+    assert run_cli(["eval", str(run)]) == 0
     assert f"wrote {run / 'eval-test'}" in capsys.readouterr().out
     again = json.loads((run / "eval-test" / "eval.json").read_text())
     first = json.loads((run / "eval.json").read_text())
@@ -89,11 +92,7 @@ def test_eval_of_a_run_reproduces_the_scores_of_training(trained, capsys):
 
 @pytest.mark.slow
 def test_eval_of_a_config_scores_the_baselines_only(tmp_path, capsys):
-    threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(ROOT)
-        code = main(["eval", "configs/tiny.yaml", "--limit", "6", *[]])
-    torch.set_num_threads(threads)
+    code = run_cli(["eval", "configs/tiny.yaml", "--limit", "6"])
     assert code == 0
     out = Path(capsys.readouterr().out.strip().splitlines()[-1].removeprefix("wrote "))
     evaluation = json.loads((out / "eval.json").read_text())
@@ -106,11 +105,7 @@ def test_eval_of_a_config_scores_the_baselines_only(tmp_path, capsys):
 @pytest.mark.slow
 def test_the_same_config_gives_the_same_adapter(trained, tmp_path):
     _, run, cache = trained
-    threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(ROOT)
-        code = main(["train", "configs/tiny.yaml", *sets(f"output.dir={tmp_path}", f"model.cache_dir={cache}", *FAST)])
-    torch.set_num_threads(threads)
+    code = run_cli(["train", "configs/tiny.yaml", *sets(f"output.dir={tmp_path}", f"model.cache_dir={cache}", *FAST)])
     assert code == 0
     (again,) = tmp_path.iterdir()
     a = load_file(run / "final" / "adapter_model.safetensors")
@@ -323,12 +318,8 @@ def resumed(trained, tmp_path_factory):
     copy = root / run.name
     shutil.copytree(run, copy)
     kept = _cut_back(copy)
-    threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(ROOT)
-        code = main(["train", "configs/tiny.yaml", "--resume", "latest",
+    code = run_cli(["train", "configs/tiny.yaml", "--resume", "latest",
                      *sets(f"output.dir={root}", f"model.cache_dir={cache}", *FAST)])
-    torch.set_num_threads(threads)
     assert code == 0
     assert list(root.iterdir()) == [copy]  # continued in place, no new run folder
     return run, copy, kept
