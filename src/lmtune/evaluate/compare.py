@@ -77,13 +77,9 @@ def score_by_generation(
     pairs = [prompt_and_reference(e, cfg, tokenizer, label_names, shots) for e in scorable]
     prompts = [p for p, _ in pairs]
     references = [r for _, r in pairs]
-    was_training = model.training
-    model.eval()
-    started = time.perf_counter()
+    started = time.perf_counter()  # generate() itself switches to eval mode and back
     outputs = generate(model, tokenizer, prompts, max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size)
     seconds = time.perf_counter() - started
-    if was_training:
-        model.train()
     texts = [g.text for g in outputs]
     scores: dict[str, Any] = {"n": len(scorable), "seconds": seconds, "examples_per_s": len(scorable) / seconds}
     if label_names and all(e.kind == "labelled" for e in scorable):
