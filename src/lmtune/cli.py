@@ -8,6 +8,7 @@
     lmtune runs list | show RUN
     lmtune generate RUN_OR_MODEL --prompt "..." | --chat
     lmtune export RUN --merge OUT | --adapter OUT
+    lmtune predict RUN FILE [--out PATH] [--batch-size N]
 """
 
 from __future__ import annotations
@@ -141,6 +142,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from lmtune.evaluate.head import predict_file
+
+    out = predict_file(args.run, args.file, out=args.out, batch_size=args.batch_size)
+    if out is not None:
+        print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
 def _rename(text: str) -> tuple[str, str]:
     old, sep, new = text.partition("=")
     if not (sep and old and new):
@@ -218,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--merge", metavar="OUT", help="merge LoRA into the base and save a full model")
     group.add_argument("--adapter", metavar="OUT", help="save the adapter only")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="label every input of a file with a classification run (JSON lines)")
+    p.add_argument("run", help="run folder (or saved model folder) of a classification run")
+    p.add_argument("file", help="inputs: a text file (one per line), JSONL/CSV/... with a text column")
+    p.add_argument("--out", help="write the JSON lines here instead of standard output")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=cmd_predict)
     return parser
 
 

@@ -91,11 +91,50 @@ class DataConfig(Section):
     """What to do when a validation/test example (near-)duplicates a training example."""
 
 
+class DpoConfig(Section):
+    beta: float = Field(0.1, gt=0)
+    """Strength of the pull towards the reference model (DPO's beta; IPO's 1/(2 tau))."""
+    loss: Literal["sigmoid", "ipo"] = "sigmoid"
+    """sigmoid: the DPO loss -log sigmoid(beta * margin); ipo: (margin - 1/(2 beta))^2."""
+    precompute_reference: bool = False
+    """Score every pair with the reference model once before training instead of at every step."""
+
+
+class GrpoConfig(Section):
+    reward: str = "lmtune.rewards:gsm8k_numeric"
+    """Reward: `module:function` (a Python file path or an importable module; read only from a local
+    config file, never from the API) or the folder of a reward-model run."""
+    group_size: int = Field(8, ge=2)
+    """Completions sampled per prompt; advantages are normalised within each group."""
+    prompts_per_step: int = Field(4, gt=0)
+    """Prompts per optimizer step (each with group_size completions)."""
+    max_new_tokens: int = Field(128, gt=0)
+    """Longest completion sampled."""
+    temperature: float = Field(1.0, gt=0)
+    """Sampling temperature of the completions."""
+    top_p: float = Field(1.0, gt=0, le=1)
+    """Nucleus sampling of the completions."""
+    clip_eps: float = Field(0.2, gt=0)
+    """PPO-style clipping of the probability ratio to [1 - eps, 1 + eps]."""
+    kl_coef: float = Field(0.04, ge=0)
+    """Weight of the KL penalty to the reference model (the base, adapter off)."""
+    updates_per_batch: int = Field(1, gt=0)
+    """Optimizer steps on each batch of sampled completions (more than 1 makes the ratio clip matter)."""
+
+
 class MethodConfig(Section):
-    task: Literal["sft"] = "sft"
-    """Objective: sft (causal LM, loss on answers or on raw text)."""
+    task: Literal["sft", "classification", "reward", "dpo", "grpo"] = "sft"
+    """Objective: sft (causal LM, loss on answers or raw text), classification (a sequence-classification
+    head on labelled text), reward (a one-output head, pairwise loss on preference pairs), dpo (direct
+    preference optimisation against the frozen base) or grpo (online RL from a reward)."""
     peft: Literal["none", "lora"] = "lora"
     """Parameter-efficient method: none (full fine-tuning) or lora."""
+    class_weights: Literal["none", "auto"] | list[float] = "none"
+    """classification: weight of each class in the loss; auto = n / (k * n_class) from the training split."""
+    dpo: DpoConfig = Field(default_factory=DpoConfig)
+    """DPO settings (task dpo)."""
+    grpo: GrpoConfig = Field(default_factory=GrpoConfig)
+    """GRPO settings (task grpo)."""
 
 
 class LoraConfig(Section):
@@ -188,6 +227,11 @@ class EvalConfig(Section):
     """Seed of the few-shot example choice and of the bootstrap intervals."""
     forgetting_blocks: int = Field(8, ge=0)
     """256-token blocks of Python's documentation scored before and after training (0: skip)."""
+    baseline_model: str | None = None
+    """Causal LM for the prompt-only baselines of a classification run (null: the run's own model when it
+    can generate, else the built-in smollm2-135m-instruct)."""
+    positive_label: str | None = None
+    """Also report the F1 of this class (e.g. `irony`, TweetEval irony's official metric)."""
 
 
 class OutputConfig(Section):

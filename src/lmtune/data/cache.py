@@ -7,7 +7,7 @@ Usage:
 A cache folder holds manifest.json plus, per split (train, validation, test):
 - `<split>.examples.jsonl`: each example's canonical form with its source file and line;
 - `<split>.encoded.safetensors`: token ids and labels of all sequences as flat int64 arrays with their
-  lengths and truncation counts (preference pairs under `chosen.` and `rejected.` prefixes), because
+  lengths, truncation counts and class targets (preference pairs under `chosen.` and `rejected.` prefixes), because
   one array per split loads in milliseconds where a JSON list of lists takes seconds.
 Which folder a preparation lives in (its cache key) is decided by lmtune.data.prepare.
 """
@@ -95,14 +95,16 @@ def _flatten(seqs: list[Encoded], prefix: str) -> dict[str, np.ndarray]:
         prefix + "labels": np.array([t for e in seqs for t in e.labels], dtype=np.int64),
         prefix + "lengths": np.array([len(e.input_ids) for e in seqs], dtype=np.int64),
         prefix + "truncated": np.array([e.truncated for e in seqs], dtype=np.int64),
+        prefix + "targets": np.array([e.target for e in seqs], dtype=np.int64),
     }
 
 
 def _unflatten(arrays: dict[str, np.ndarray], prefix: str) -> list[Encoded]:
     """The sequences that _flatten packed, cut back apart by their lengths."""
     ids, labels = arrays[prefix + "input_ids"].tolist(), arrays[prefix + "labels"].tolist()
+    cuts, targets = arrays[prefix + "truncated"].tolist(), arrays[prefix + "targets"].tolist()
     out, start = [], 0
-    for n, cut in zip(arrays[prefix + "lengths"].tolist(), arrays[prefix + "truncated"].tolist()):
-        out.append(Encoded(ids[start : start + n], labels[start : start + n], cut))
+    for n, cut, target in zip(arrays[prefix + "lengths"].tolist(), cuts, targets):
+        out.append(Encoded(ids[start : start + n], labels[start : start + n], cut, target))
         start += n
     return out

@@ -3,6 +3,7 @@
 Usage:
     enc = encode_example(example, tokenizer, cfg.data)     # Encoded(input_ids, labels, truncated)
     chosen, rejected = encode_preference(example, tokenizer, cfg.data)
+    enc = encode_classification(example, tokenizer, cfg.data, label_names)   # enc.target = class index
     n = count_tokens(example, tokenizer, cfg.data)           # length before truncation
 
 Labels are NOT shifted here: labels[t] is the token at position t or -100. The collators shift them,
@@ -24,11 +25,16 @@ DEFAULT_INSTRUCTION = "Classify the following text. Answer with one of: {labels}
 
 @dataclass
 class Encoded:
-    """Token ids, unshifted labels (-100 = no loss) of the same length, and how many tokens were cut."""
+    """Token ids, unshifted labels (-100 = no loss) of the same length, and how many tokens were cut.
+
+    For a classification head, `target` is the class index of the whole sequence (-100: unlabelled)
+    and every token label is -100.
+    """
 
     input_ids: list[int]
     labels: list[int]
     truncated: int = 0
+    target: int = IGNORE
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -91,6 +97,22 @@ def encode_preference(example: Example, tokenizer, data_cfg: DataConfig) -> tupl
         raise ValueError(f"{example.file}:{example.line}: chosen and rejected do not share the prompt tokens")
     limit = data_cfg.max_seq_len
     return _truncate(c_ids, c_labels, limit), _truncate(r_ids, r_labels, limit)
+
+
+def encode_classification(example: Example, tokenizer, data_cfg: DataConfig, label_names: list[str]) -> Encoded:
+    """The text alone with the tokenizer's own special tokens ([CLS] ... [SEP] for BERT), and its class index."""
+    where = f"{example.file}:{example.line}"
+    if example.kind not in ("labelled", "text"):
+        raise ValueError(f"{where}: a classification head needs labelled text, got a {example.kind} example")
+    target = IGNORE
+    if example.label is not None:
+        if example.label not in label_names:
+            raise ValueError(f"{where} [label]: label {example.label!r} is not one of {label_names}")
+        target = label_names.index(example.label)
+    full = tokenizer(example.text or "", add_special_tokens=True)["input_ids"]
+    ids = tokenizer(example.text or "", add_special_tokens=True, truncation=True,
+                    max_length=data_cfg.max_seq_len)["input_ids"]
+    return Encoded(list(ids), [IGNORE] * len(ids), len(full) - len(ids), target)
 
 
 def count_tokens(example: Example, tokenizer, data_cfg: DataConfig) -> int:

@@ -23,7 +23,7 @@ from typing import Any
 
 from lmtune.config import DataConfig, RunConfig
 from lmtune.data.cache import PreparedData, load_prepared, read_split, write_cache, write_split
-from lmtune.data.encode import Encoded, encode_example, encode_preference
+from lmtune.data.encode import Encoded, encode_classification, encode_example, encode_preference
 from lmtune.data.formats import load_examples
 from lmtune.data.leakage import apply_leakage_policy, find_leakage, find_near_duplicates
 from lmtune.data.load import file_kind, read_label_names
@@ -38,7 +38,7 @@ __all__ = [
 
 # Bump whenever loading, splitting, leakage detection or encoding changes what a cached preparation
 # (examples or manifest) would contain. 2: character 5-gram + one-word leakage rules.
-DATA_CODE_VERSION = "2"
+DATA_CODE_VERSION = "3"
 EVAL_SPLITS = ("validation", "test")
 
 
@@ -89,11 +89,14 @@ def source_files(data: DataConfig) -> dict[str, list[dict[str, Any]]]:
 
 
 def cache_key(
-    sources: dict[str, Any], data: DataConfig, label_names: list[str] | None, tok: dict[str, str]
+    sources: dict[str, Any], data: DataConfig, label_names: list[str] | None, tok: dict[str, str],
+    encoding: str = "causal_lm",
 ) -> str:
-    """sha256 of what determines a preparation: source bytes, data config, labels, tokenizer, code version."""
+    """sha256 of what determines a preparation: source bytes, data config, labels, tokenizer, encoding, code version."""
     hashes = {role: [f["sha256"] for f in files] for role, files in sources.items()}
     payload = [hashes, data.model_dump(mode="json"), label_names, tok["sha256"], DATA_CODE_VERSION]
+    if encoding != "causal_lm":  # keeps the keys of existing causal-LM caches unchanged
+        payload.append(encoding)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
 
 
@@ -105,13 +108,14 @@ def prepare_data(cfg: RunConfig, tokenizer, refresh: bool = False) -> PreparedDa
     label_names = data.label_names or read_label_names(Path(data.train_file).expanduser())
     sources = source_files(data)
     tok = tokenizer_id(tokenizer)
-    key = cache_key(sources, data, label_names, tok)
+    encoding = encoding_of(cfg.method.task)
+    key = cache_key(sources, data, label_names, tok, encoding)
     cache_dir = Path(cfg.model.cache_dir).expanduser() / "data" / key
     if not refresh and (cache_dir / "manifest.json").is_file():
         return load_prepared(cache_dir)
     examples, issues, report = _select(data, label_names)
     label_names = report.pop("label_names")
-    encoded = _encode_all(examples, tokenizer, data.model_copy(update={"label_names": label_names}))
+    encoded = _encode_all(examples, tokenizer, data.model_copy(update={"label_names": label_names}), encoding)
     manifest = {
         "lmtune_data_version": DATA_CODE_VERSION,
         "cache_key": key,
@@ -123,6 +127,7 @@ def prepare_data(cfg: RunConfig, tokenizer, refresh: bool = False) -> PreparedDa
         "tokens": {s: token_stats(encoded[s]) for s in SPLITS},
         "warnings": [asdict(i) for i in issues],
         "tokenizer": tok,
+        "encoding": encoding,
         "data_config": data.model_dump(mode="json"),
     }
     write_cache(cache_dir, manifest, examples, encoded)
@@ -200,7 +205,12 @@ def _select(
     return splits, issues, report
 
 
-def _encode_all(examples: dict[str, list[Example]], tokenizer, data: DataConfig) -> dict[str, list]:
+def encoding_of(task: str) -> str:
+    """How a method sees its examples: `sequence` (text alone, for a classification head) or `causal_lm`."""
+    return "sequence" if task == "classification" else "causal_lm"
+
+
+def _encode_all(examples: dict[str, list[Example]], tokenizer, data: DataConfig, encoding: str) -> dict[str, list]:
     """Encode every split; examples that cannot be encoded are collected into one DataError."""
     encoded: dict[str, list] = {}
     errors: list[Issue] = []
@@ -208,7 +218,9 @@ def _encode_all(examples: dict[str, list[Example]], tokenizer, data: DataConfig)
         encoded[split] = []
         for ex in exs:
             try:
-                if ex.kind == "preference":
+                if encoding == "sequence":
+                    encoded[split].append(encode_classification(ex, tokenizer, data, data.label_names or []))
+                elif ex.kind == "preference":
                     encoded[split].append(encode_preference(ex, tokenizer, data))
                 else:
                     encoded[split].append(encode_example(ex, tokenizer, data))

@@ -84,10 +84,7 @@ def score_by_generation(
     scores: dict[str, Any] = {"n": len(scorable), "seconds": seconds, "examples_per_s": len(scorable) / seconds}
     if label_names and all(e.kind == "labelled" for e in scorable):
         predictions = [parse_label(t, label_names) for t in texts]
-        scores.update(classification_metrics(predictions, references, label_names))
-        for metric in ("accuracy", "macro_f1"):
-            _, low, high = metric_with_ci(predictions, references, label_names, metric=metric, seed=cfg.eval.seed)
-            scores[f"{metric}_ci"] = [low, high]
+        scores.update(label_scores(predictions, references, label_names, cfg))
     else:
         predictions = texts
         numeric = all("####" in r for r in references)
@@ -103,6 +100,22 @@ def score_by_generation(
     return scores
 
 
+def label_scores(predictions: list[str | None], references: list[str], label_names: list[str], cfg: RunConfig) -> dict:
+    """Classification metrics with bootstrap intervals, plus the F1 of eval.positive_label when set."""
+    scores = classification_metrics(predictions, references, label_names)
+    metrics = ["accuracy", "macro_f1"]
+    positive = cfg.eval.positive_label
+    if positive is not None:
+        if positive not in label_names:
+            raise ValueError(f"eval.positive_label {positive!r} is not one of the labels {label_names}")
+        metrics.append(f"f1:{positive}")
+    for metric in metrics:
+        value, low, high = metric_with_ci(predictions, references, label_names, metric=metric, seed=cfg.eval.seed)
+        key = "positive_f1" if metric.startswith("f1:") else metric
+        scores[key], scores[f"{key}_ci"] = value, [low, high]
+    return scores
+
+
 def _cell(scores: dict[str, Any], metric: str) -> str:
     if metric not in scores:
         return "-"
@@ -113,7 +126,7 @@ def _cell(scores: dict[str, Any], metric: str) -> str:
 
 def comparison_table(systems: dict[str, dict[str, Any]]) -> str:
     """A markdown table with one row per system and its main metrics (95 % intervals in brackets)."""
-    names = ("accuracy", "macro_f1", "numeric_match", "exact_match", "bleu", "chrf", "rougeL", "n_unparsed",
+    names = ("accuracy", "macro_f1", "positive_f1", "numeric_match", "exact_match", "bleu", "chrf", "rougeL", "n_unparsed",
              "test_loss", "test_perplexity")
     metrics = [m for m in names if any(m in s for s in systems.values())]
     header = "| system | " + " | ".join(metrics) + " |"

@@ -15,7 +15,7 @@ f1_score with labels=label_names and zero_division=0).
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal
+from typing import Callable
 
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
@@ -79,27 +79,37 @@ def metric_with_ci(
     predictions: list[str | None],
     references: list[str],
     label_names: list[str],
-    metric: Literal["accuracy", "macro_f1"] = "macro_f1",
+    metric: str = "macro_f1",
     n_boot: int = 1000,
     seed: int = 0,
     level: float = 0.95,
 ) -> tuple[float, float, float]:
-    """A metric and its seeded bootstrap interval: (value, low, high)."""
-    if metric not in ("accuracy", "macro_f1"):
-        raise ValueError(f"metric must be accuracy or macro_f1, got {metric!r}")
+    """A metric (accuracy, macro_f1 or f1:<label>, one class's F1) and its seeded bootstrap interval."""
     refs, preds = _encode(predictions, references, label_names)
     k = len(label_names)
-    value = classification_metrics(predictions, references, label_names)[metric]
+    scores = classification_metrics(predictions, references, label_names)
     if metric == "accuracy":
         correct = (refs == preds).astype(np.float64)
         low, high = bootstrap_ci(lambda idx: correct[idx].mean(axis=1), len(refs), n_boot, seed, level)
-    else:
+        return scores[metric], low, high
+    if metric == "macro_f1":
         low, high = bootstrap_ci(lambda idx: batched_macro_f1(refs[idx], preds[idx], k), len(refs), n_boot, seed, level)
-    return value, low, high
+        return scores[metric], low, high
+    name = metric.removeprefix("f1:")
+    if not metric.startswith("f1:") or name not in label_names:
+        raise ValueError(f"metric must be accuracy, macro_f1 or f1:<one of {label_names}>, got {metric!r}")
+    c = label_names.index(name)
+    low, high = bootstrap_ci(lambda idx: batched_class_f1(refs[idx], preds[idx], k)[:, c], len(refs), n_boot, seed, level)
+    return scores["per_class"][name]["f1"], low, high
 
 
 def batched_macro_f1(refs: np.ndarray, preds: np.ndarray, k: int) -> np.ndarray:
     """Macro-F1 over classes 0..k-1 for each row of (batch, n) index arrays; index k is unparsed."""
+    return batched_class_f1(refs, preds, k).mean(axis=1)
+
+
+def batched_class_f1(refs: np.ndarray, preds: np.ndarray, k: int) -> np.ndarray:
+    """(batch, k) F1 of each class 0..k-1 for each row of (batch, n) index arrays; index k is unparsed."""
     # scikit-learn scores one resample per call (about a millisecond each); counting all resamples'
     # confusion matrices with one bincount is ~100x faster and gives the same numbers (tested).
     batch = refs.shape[0]
@@ -109,8 +119,7 @@ def batched_macro_f1(refs: np.ndarray, preds: np.ndarray, k: int) -> np.ndarray:
     fn = counts.sum(axis=2) - tp
     fp = counts[:, :, :k].sum(axis=1) - tp
     denom = 2 * tp + fp + fn
-    f1 = np.divide(2 * tp, denom, out=np.zeros(tp.shape, dtype=np.float64), where=denom > 0)
-    return f1.mean(axis=1)
+    return np.divide(2 * tp, denom, out=np.zeros(tp.shape, dtype=np.float64), where=denom > 0)
 
 
 def lm_metrics(total_loss_sum: float, n_tokens: int, n_correct: int) -> dict:

@@ -9,7 +9,6 @@ base model's baselines are scored — "try prompt engineering first". Results go
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 from peft import PeftModel
@@ -17,12 +16,12 @@ from peft import PeftModel
 from lmtune.config import load_config
 from lmtune.data.prepare import prepare_data
 from lmtune.evaluate.forgetting import forgetting_report, general_text_loss
-from lmtune.evaluate.suite import Echo, baseline_scores, split_scores, write_comparison
+from lmtune.evaluate.suite import Echo, prompt_baselines, split_scores, write_comparison
 from lmtune.model.export import load_trained
-from lmtune.model.load import load_model, load_tokenizer
+from lmtune.model.load import load_tokenizer
 from lmtune.runs import run_config
 from lmtune.train.hardware import make_accelerator
-from lmtune.train.objectives import build_objective
+from lmtune.train.methods import build_objective
 
 
 def evaluate_target(target: str | Path, split: str = "test", limit: int | None = None, echo: Echo = print) -> Path:
@@ -40,18 +39,18 @@ def evaluate_target(target: str | Path, split: str = "test", limit: int | None =
     if not data.examples.get(split):
         raise FileNotFoundError(f"the {split} split of {target} is empty")
     accelerator = make_accelerator(cfg.training)
-    objective = build_objective(cfg, tokenizer)
+    objective = build_objective(cfg, tokenizer, data)
 
     tuned = None
     if is_run:
         tuned, tokenizer = load_trained(path / "final", base_cfg=cfg.model)
         tuned.eval()
-    if isinstance(tuned, PeftModel):
-        base, switch_off = tuned, tuned.disable_adapter  # the same weights without the adapter: no second copy
-    else:
-        base, switch_off = load_model(cfg.model)[0], nullcontext
-    with switch_off():
-        baselines, general_before = baseline_scores(base, tokenizer, data, split, cfg, objective, accelerator, echo)
+    if isinstance(tuned, PeftModel) and cfg.method.task != "classification":
+        with tuned.disable_adapter():  # the same weights without the adapter: no second copy
+            baselines, general_before = prompt_baselines(cfg, data, split, objective, accelerator, tuned, tokenizer,
+                                                         echo=echo)
+    else:  # the base is loaded only when the baselines are not cached yet
+        baselines, general_before = prompt_baselines(cfg, data, split, objective, accelerator, echo=echo)
     systems = dict(baselines)
     forgetting = None
     if tuned is not None:

@@ -1,19 +1,28 @@
 """The evaluation suite shared by `lmtune train` (at the end of a run) and `lmtune eval`.
 
-    baselines, general = baseline_scores(base_model, tokenizer, data, "test", cfg, objective, accelerator)
+    baselines, general = prompt_baselines(cfg, data, "test", objective, accelerator, model, tokenizer)
     tuned = split_scores(model, tokenizer, data, "test", cfg, objective, accelerator)
     write_comparison(out_dir, {**baselines, "fine-tuned": tuned}, data, "test", cfg, forgetting, print)
+
+The prompt-only baselines are always a causal LM answering by generation: the run's own base model,
+or for a classification head on an encoder the `eval.baseline_model` (default SmolLM2). They depend
+only on that model, the evaluated and training examples and the prompt settings, so they are cached
+under `<model.cache_dir>/baselines/` and a second run on the same data does not score them again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Callable
 
-from lmtune.config import RunConfig
+from lmtune.config import ModelConfig, RunConfig
+from lmtune.data.prepare import fingerprint
 from lmtune.evaluate.compare import comparison_table, score_by_generation, select_shots
 from lmtune.evaluate.forgetting import general_text_loss
+from lmtune.evaluate.head import score_by_head
+from lmtune.model.load import can_generate, load_model, source_identity
 from lmtune.evaluate.report import write_report
 from lmtune.evaluate.significance import versus_baselines
 from lmtune.train.validation import evaluate_loss
@@ -32,10 +41,13 @@ def answers_generated(data, split: str) -> bool:
 
 
 def split_scores(model, tokenizer, data, split: str, cfg: RunConfig, objective, accelerator, shots=()) -> dict:
-    """Generation metrics for tasks with answers; loss and perplexity for raw text."""
+    """Head predictions for classification; generation metrics for answers; loss and perplexity for raw text."""
     examples = data.examples.get(split) or []
     scores: dict[str, Any] = {}
-    if answers_generated(data, split):
+    if cfg.method.task == "classification":
+        if accelerator.is_main_process:
+            scores.update(score_by_head(model, tokenizer, examples, data.encoded[split], data.label_names, cfg))
+    elif answers_generated(data, split):
         if accelerator.is_main_process:
             scores.update(score_by_generation(model, tokenizer, examples, cfg, data.label_names, shots))
     elif data.encoded.get(split):
@@ -56,6 +68,68 @@ def baseline_scores(model, tokenizer, data, split: str, cfg: RunConfig, objectiv
     general = None
     if cfg.eval.forgetting_blocks and accelerator.is_main_process:
         general = general_text_loss(model, tokenizer, max_blocks=cfg.eval.forgetting_blocks)
+    return baselines, general
+
+
+BASELINE_CACHE_VERSION = "1"
+
+
+def baseline_model_config(cfg: RunConfig) -> ModelConfig:
+    """The causal LM whose prompted answers are the baselines (the run's own model unless it is an encoder)."""
+    if cfg.method.task != "classification":
+        return cfg.model
+    name = cfg.eval.baseline_model
+    if name is None:
+        name = cfg.model.name if can_generate(cfg.model) else ModelConfig().name
+    own = name == cfg.model.name
+    return cfg.model.model_copy(update={"name": name, "from_config": cfg.model.from_config if own else None})
+
+
+def baseline_config(cfg: RunConfig) -> RunConfig:
+    """The run's config as the baselines see it: its baseline LM, answering by generation."""
+    if cfg.method.task != "classification":
+        return cfg
+    # A head model's backbone is not scored on general text: forgetting is a causal-LM measure.
+    return cfg.model_copy(update={"model": baseline_model_config(cfg),
+                                  "method": cfg.method.model_copy(update={"task": "sft"}),
+                                  "eval": cfg.eval.model_copy(update={"forgetting_blocks": 0})})
+
+
+def baseline_cache_file(cfg: RunConfig, data, split: str) -> Path | None:
+    """Where the baselines of this (model, examples, prompt settings) are cached; None if uncacheable."""
+    identity = source_identity(cfg.model)
+    if identity is None:
+        return None
+    payload = [BASELINE_CACHE_VERSION, identity, cfg.model.model_dump(mode="json"),
+               cfg.eval.model_dump(mode="json", exclude={"at_end", "baseline_model"}),
+               cfg.data.model_dump(mode="json", include={"template", "system_prompt", "instruction"}),
+               data.label_names, split, fingerprint(data.examples.get(split) or []),
+               fingerprint(select_shots(data.examples.get("train") or [], cfg.eval.few_shot, cfg.eval.seed))]
+    key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+    return Path(cfg.model.cache_dir).expanduser() / "baselines" / f"{key}.json"
+
+
+def prompt_baselines(cfg: RunConfig, data, split: str, objective, accelerator, model=None, tokenizer=None,
+                     echo: Echo = print) -> tuple[dict[str, dict[str, Any]], dict | None]:
+    """(zero/k-shot baselines, base loss on general text), from the cache when scored before.
+
+    `model` is the already loaded base of a causal-LM run; a classification run loads its baseline LM here.
+    """
+    base_cfg = baseline_config(cfg)
+    cache = baseline_cache_file(base_cfg, data, split)
+    if cache is not None and cache.is_file():
+        saved = json.loads(cache.read_text(encoding="utf-8"))
+        echo(f"prompt baselines of {base_cfg.model.name} from the cache ({cache.name[:12]})")
+        return saved["systems"], saved.get("general_text")
+    if model is None or cfg.method.task == "classification":
+        echo(f"loading {base_cfg.model.name} for the prompt-only baselines ...")
+        model, tokenizer = load_model(base_cfg.model)
+    baselines, general = baseline_scores(model, tokenizer, data, split, base_cfg, objective, accelerator, echo)
+    if cache is not None and accelerator.is_main_process:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        write_json(tmp, {"model": base_cfg.model.name, "systems": baselines, "general_text": general})
+        tmp.replace(cache)  # readers never see half a file
     return baselines, general
 
 
@@ -81,7 +155,8 @@ def write_comparison(out_dir: Path, systems: dict[str, dict[str, Any]], data, sp
     scores = {name: _without_predictions(s) for name, s in systems.items()}
     task = "classification" if any("macro_f1" in s for s in scores.values()) else (
         "generation" if predictions else "lm")
-    evaluation = {"task": task, "split": split, "n": len(data.examples.get(split) or []), "systems": scores,
+    evaluation = {"task": task, "method": cfg.method.task, "baseline_model": baseline_model_config(cfg).name,
+                  "split": split, "n": len(data.examples.get(split) or []), "systems": scores,
                   "significance": versus_baselines(systems, data.label_names, cfg.eval.seed)}
     if forgetting:
         evaluation["forgetting"] = forgetting

@@ -11,6 +11,7 @@ Only safetensors are written. Folders appear atomically: written to a temporary 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +46,14 @@ def _write_base(model: PeftModel, folder: Path, base_cfg: ModelConfig | None) ->
     peft_cfg = model.peft_config[model.active_adapter]
     task_type = getattr(peft_cfg.task_type, "value", peft_cfg.task_type)  # TaskType enum or plain str
     task = TASK_OF_PEFT.get(task_type, "causal_lm")
+    config = model.get_base_model().config
+    classifier = task == "sequence_classification"
     info = {
         "model": cfg.model_dump(mode="json"),
         "task": task,
-        "num_labels": model.get_base_model().config.num_labels if task == "sequence_classification" else None,
+        "num_labels": config.num_labels if classifier else None,
+        # The base config is not saved with an adapter, so the class names travel here.
+        "id2label": {str(k): v for k, v in config.id2label.items()} if classifier else None,
     }
     (folder / BASE_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
@@ -83,10 +88,16 @@ def _load_adapter(folder: Path, base_cfg: ModelConfig | None, trainable: bool) -
     adapter = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
     task = info.get("task") or TASK_OF_PEFT.get(adapter.get("task_type"), "causal_lm")
     model, tokenizer = load_model(base_cfg, task, info.get("num_labels"))
+    if info.get("id2label"):
+        model.config.id2label = {int(k): v for k, v in info["id2label"].items()}
+        model.config.label2id = {v: int(k) for k, v in info["id2label"].items()}
     if (folder / "tokenizer_config.json").exists():
         tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=base_cfg.trust_remote_code)
         tokenizer = ensure_pad_token(tokenizer)
-    return PeftModel.from_pretrained(model, str(folder), is_trainable=trainable), tokenizer
+    with warnings.catch_warnings():
+        # peft asks transformers for a renamed property; the warning is theirs, not the user's.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return PeftModel.from_pretrained(model, str(folder), is_trainable=trainable), tokenizer
 
 
 def merge_and_save(model: Any, tokenizer: Any, out_dir: str | Path) -> Any:

@@ -29,7 +29,7 @@ from lmtune.config import ModelConfig
 from lmtune.model.builtin import BUILTINS, TINY_NAME, ModelError, builtin_source, gguf_cache_dir, gguf_to_hf
 from lmtune.model.tiny import TINY_LLAMA, byte_tokenizer
 
-__all__ = ["ModelError", "describe_model", "ensure_pad_token", "load_model", "load_tokenizer", "resolve_source", "weights_hash"]
+__all__ = ["ModelError", "can_generate", "describe_model", "source_identity", "ensure_pad_token", "load_model", "load_tokenizer", "resolve_source", "weights_hash"]
 
 TASKS = ("causal_lm", "sequence_classification")
 AUTO_CLASSES = {"causal_lm": AutoModelForCausalLM, "sequence_classification": AutoModelForSequenceClassification}
@@ -102,6 +102,35 @@ def load_model(cfg: ModelConfig, task: str = "causal_lm", num_labels: int | None
     # Remember how the base was made so an adapter saved later can name its base (see export.py).
     model.lmtune_model_config = cfg
     return model, tokenizer
+
+
+def can_generate(cfg: ModelConfig) -> bool:
+    """Whether the configured model has (or can be given) a language-model head, i.e. is not an encoder."""
+    spec = BUILTINS.get(cfg.name)
+    if spec is not None:
+        return "causal_lm" in spec.tasks
+    if cfg.from_config is not None or cfg.name == TINY_NAME:
+        return (cfg.from_config or {}).get("model_type", "llama") not in ENCODER_ONLY
+    config = AutoConfig.from_pretrained(resolve_source(cfg), trust_remote_code=cfg.trust_remote_code)
+    return config.model_type not in ENCODER_ONLY
+
+
+def source_identity(cfg: ModelConfig) -> str | None:
+    """A cheap string that changes when the base weights could have changed; None when unknowable
+    (a hub id without a pinned revision may move)."""
+    import importlib.metadata
+    import json
+
+    if cfg.from_config is not None or cfg.name == TINY_NAME:
+        return "config:" + json.dumps(cfg.from_config or {}, sort_keys=True)  # fixed-seed weights
+    spec = BUILTINS.get(cfg.name)
+    if spec is not None:
+        return f"builtin:{spec.name}:{importlib.metadata.version(spec.pip.split()[-1].split('==')[0])}"
+    path = Path(cfg.name).expanduser()
+    if path.exists():
+        files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
+        return "files:" + ";".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    return f"hub:{cfg.name}@{cfg.revision}" if cfg.revision else None
 
 
 def _is_hub_id(cfg: ModelConfig) -> bool:

@@ -5,8 +5,8 @@ language modelling, pairs for preference losses) and the batch says how many uni
 (`batch["n_units"]`), so gradient accumulation and data parallelism divide by the global count of
 units over the whole optimizer step — exactly one large batch.
 
-Usage:
-    objective = build_objective(cfg)
+Usage (lmtune.train.methods.build_objective picks the objective a config names):
+    objective = sft_objective(packing=True, pad_id=tokenizer.pad_token_id)
     batch = objective.collate(encoded_examples)
     loss_sum, sums = objective.loss(model, batch)
 """
@@ -19,7 +19,6 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from lmtune.config import RunConfig
 from lmtune.data.collate import pack_collate, pad_collate
 from lmtune.train.validation import lm_summary
 
@@ -97,11 +96,3 @@ def sft_objective(packing: bool, pad_id: int, pack_length: int | None = None) ->
         length=lambda enc: len(enc.input_ids),
         summarize=lm_summary,
     )
-
-
-def build_objective(cfg: RunConfig, tokenizer) -> Objective:
-    """The objective named by cfg.method.task."""
-    if cfg.method.task == "sft":
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        return sft_objective(cfg.training.packing, pad_id, cfg.data.max_seq_len)
-    raise ValueError(f"method.task {cfg.method.task!r} has no objective")

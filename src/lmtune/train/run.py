@@ -20,7 +20,7 @@ from accelerate.utils import broadcast_object_list
 from lmtune.config import RunConfig, dump_config
 from lmtune.data.prepare import manifest_summary, prepare_data
 from lmtune.evaluate.forgetting import forgetting_report, general_text_loss
-from lmtune.evaluate.suite import baseline_scores, split_scores, write_comparison, write_json
+from lmtune.evaluate.suite import prompt_baselines, split_scores, write_comparison, write_json
 from lmtune.model.adapters import apply_peft
 from lmtune.model.export import save_model
 from lmtune.model.load import describe_model, load_model, load_tokenizer, weights_hash
@@ -28,7 +28,7 @@ from lmtune.runs import config_hash, find_resume_point, lineage_base, new_run_di
 from lmtune.train.hardware import make_accelerator, resolve_precision
 from lmtune.train.loop import fit
 from lmtune.train.metrics_log import plot_losses
-from lmtune.train.objectives import build_objective
+from lmtune.train.methods import build_objective, model_task, num_labels
 
 Echo = Callable[[str], None]
 
@@ -66,8 +66,13 @@ def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print) 
     if main:
         write_json(run_dir / "manifest.json", data.manifest)
 
-    model, tokenizer = load_model(cfg.model)
-    objective = build_objective(cfg, tokenizer)
+    task = model_task(cfg)
+    model, tokenizer = load_model(cfg.model, task, num_labels(cfg, data))
+    if task == "sequence_classification" and data.label_names:
+        # Saved in config.json with the model, so predictions come back as names.
+        model.config.id2label = dict(enumerate(data.label_names))
+        model.config.label2id = {name: i for i, name in enumerate(data.label_names)}
+    objective = build_objective(cfg, tokenizer, data)
     if main:
         write_lineage(run_dir, lineage_base(cfg, data.manifest, weights_hash(model)))
     evaluating = cfg.eval.at_end and bool(data.examples.get("test"))
@@ -79,13 +84,13 @@ def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print) 
             saved = json.loads(base_file.read_text())
             baselines, general_before = saved["systems"], saved.get("general_text")
         else:
-            baselines, general_before = baseline_scores(model, tokenizer, data, "test", cfg, objective,
-                                                        accelerator, echo)
+            lm = (model, tokenizer) if task == "causal_lm" else (None, None)
+            baselines, general_before = prompt_baselines(cfg, data, "test", objective, accelerator, *lm, echo=echo)
             if main:
                 write_json(base_file, {"systems": baselines, "general_text": general_before})
 
     torch.manual_seed(cfg.training.seed)  # adapter (and any new head) initialisation follows the run's seed
-    model = apply_peft(model, cfg.method, cfg.lora, gradient_checkpointing=cfg.training.gradient_checkpointing)
+    model = apply_peft(model, cfg.method, cfg.lora, task, gradient_checkpointing=cfg.training.gradient_checkpointing)
     shape = describe_model(model)
     echo(f"training {shape['trainable_parameters']:,} of {shape['parameters']:,} parameters "
          f"({cfg.method.task}, peft={cfg.method.peft}, precision={resolve_precision(cfg.training.precision)})")
