@@ -105,9 +105,8 @@ class GrpoConfig(Section):
     """Reward: `module:function` (a Python file path or an importable module; read only from a local
     config file, never from the API) or the folder of a reward-model run."""
     group_size: int = Field(8, ge=2)
-    """Completions sampled per prompt; advantages are normalised within each group."""
-    prompts_per_step: int = Field(4, gt=0)
-    """Prompts per optimizer step (each with group_size completions)."""
+    """Completions sampled per prompt (training.batch_size prompts per micro-batch); advantages are
+    normalised within each group."""
     max_new_tokens: int = Field(128, gt=0)
     """Longest completion sampled."""
     temperature: float = Field(1.0, gt=0)
@@ -118,8 +117,6 @@ class GrpoConfig(Section):
     """PPO-style clipping of the probability ratio to [1 - eps, 1 + eps]."""
     kl_coef: float = Field(0.04, ge=0)
     """Weight of the KL penalty to the reference model (the base, adapter off)."""
-    updates_per_batch: int = Field(1, gt=0)
-    """Optimizer steps on each batch of sampled completions (more than 1 makes the ratio clip matter)."""
 
 
 class MethodConfig(Section):

@@ -53,7 +53,7 @@ def generate(
         if not ids:
             raise ValueError(f"prompt {i} is empty: there is nothing to continue")
 
-    eos_ids = _eos_ids(model, tokenizer)
+    eos_ids = eos_ids_of(model, tokenizer)
     # A tokenizer without a pad token (many base models) pads with EOS; the attention mask hides it.
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     options = dict(max_new_tokens=max_new_tokens, eos_token_id=eos_ids, pad_token_id=pad_id, use_cache=True)
@@ -78,7 +78,7 @@ def generate(
             torch.manual_seed(seed)
             for start in range(0, len(order), batch_size):
                 rows = order[start : start + batch_size]
-                input_ids, attention_mask = _left_pad([encoded[i] for i in rows], pad_id, device)
+                input_ids, attention_mask = left_pad([encoded[i] for i in rows], pad_id, device)
                 out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **options)
                 new = out[:, input_ids.shape[1] :].tolist()
                 for i, ids in zip(rows, new):
@@ -88,7 +88,7 @@ def generate(
     return results  # type: ignore[return-value]
 
 
-def _eos_ids(model, tokenizer) -> list[int]:
+def eos_ids_of(model, tokenizer) -> list[int]:
     """The tokenizer's EOS plus the model's generation_config EOS ids that are special tokens."""
     ids = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
     config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -107,7 +107,7 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _left_pad(batch: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(batch: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad token lists into input_ids and attention_mask, so every row's last token is at the end."""
     width = max(len(ids) for ids in batch)
     input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)

@@ -28,7 +28,8 @@ from lmtune.train.metrics_log import plot_losses  # noqa: E402
 
 # Metrics shown in the comparison table, in this order, when any system has them.
 MAIN_METRICS = (
-    "accuracy", "macro_f1", "n_unparsed",
+    "accuracy", "macro_f1", "positive_f1", "n_unparsed",
+    "score_accuracy", "score_margin", "implicit_reward_accuracy", "implicit_reward_margin", "logp_accuracy", "logp_margin",
     "bleu", "chrf", "rouge1", "rouge2", "rougeL", "exact_match", "numeric_match",
     "test_loss", "test_perplexity", "examples_per_s",
 )

@@ -18,7 +18,7 @@ from lmtune.data.prepare import prepare_data
 from lmtune.evaluate.forgetting import forgetting_report, general_text_loss
 from lmtune.evaluate.suite import Echo, prompt_baselines, split_scores, write_comparison
 from lmtune.model.export import load_trained
-from lmtune.model.load import load_tokenizer
+from lmtune.model.load import load_model, load_tokenizer
 from lmtune.runs import run_config
 from lmtune.train.hardware import make_accelerator
 from lmtune.train.methods import build_objective
@@ -39,13 +39,14 @@ def evaluate_target(target: str | Path, split: str = "test", limit: int | None =
     if not data.examples.get(split):
         raise FileNotFoundError(f"the {split} split of {target} is empty")
     accelerator = make_accelerator(cfg.training)
-    objective = build_objective(cfg, tokenizer, data)
+    full_dpo = cfg.method.task == "dpo" and cfg.method.peft == "none"  # its reference is a copy of the base
+    objective = build_objective(cfg, tokenizer, data, load_model(cfg.model)[0] if full_dpo else None)
 
     tuned = None
     if is_run:
         tuned, tokenizer = load_trained(path / "final", base_cfg=cfg.model)
         tuned.eval()
-    if isinstance(tuned, PeftModel) and cfg.method.task != "classification":
+    if isinstance(tuned, PeftModel) and cfg.method.task != "classification" and cfg.method.task != "reward":
         with tuned.disable_adapter():  # the same weights without the adapter: no second copy
             baselines, general_before = prompt_baselines(cfg, data, split, objective, accelerator, tuned, tokenizer,
                                                          echo=echo)

@@ -22,7 +22,9 @@ from lmtune.data.prepare import fingerprint
 from lmtune.evaluate.compare import comparison_table, score_by_generation, select_shots
 from lmtune.evaluate.forgetting import general_text_loss
 from lmtune.evaluate.head import score_by_head
+from lmtune.evaluate.pairs import score_pairs
 from lmtune.model.load import can_generate, load_model, source_identity
+from lmtune.train.methods import model_task, num_labels
 from lmtune.evaluate.report import write_report
 from lmtune.evaluate.significance import versus_baselines
 from lmtune.train.validation import evaluate_loss
@@ -44,7 +46,10 @@ def split_scores(model, tokenizer, data, split: str, cfg: RunConfig, objective, 
     """Head predictions for classification; generation metrics for answers; loss and perplexity for raw text."""
     examples = data.examples.get(split) or []
     scores: dict[str, Any] = {}
-    if cfg.method.task == "classification":
+    if objective is not None and objective.margins is not None:  # reward model, DPO: held-out pairs
+        if accelerator.is_main_process and data.encoded.get(split):
+            scores.update(score_pairs(model, data.encoded[split], objective, cfg.training.batch_size, cfg.eval.seed))
+    elif cfg.method.task == "classification":
         if accelerator.is_main_process:
             scores.update(score_by_head(model, tokenizer, examples, data.encoded[split], data.label_names, cfg))
     elif answers_generated(data, split):
@@ -59,7 +64,8 @@ def split_scores(model, tokenizer, data, split: str, cfg: RunConfig, objective, 
 def baseline_scores(model, tokenizer, data, split: str, cfg: RunConfig, objective, accelerator, echo: Echo = print):
     """(prompt-only baselines of the base model: zero-shot and k-shot, its loss on general text or None)."""
     echo(f"scoring the base model on {len(data.examples.get(split) or [])} {split} examples ...")
-    baselines = {"base zero-shot": split_scores(model, tokenizer, data, split, cfg, objective, accelerator)}
+    name = "base" if objective is not None and objective.margins is not None else "base zero-shot"
+    baselines = {name: split_scores(model, tokenizer, data, split, cfg, objective, accelerator)}
     shots = select_shots(data.examples["train"], cfg.eval.few_shot, cfg.eval.seed)
     if shots and answers_generated(data, split):
         echo(f"scoring the base model with {len(shots)} training examples in the prompt ...")
@@ -87,8 +93,10 @@ def baseline_model_config(cfg: RunConfig) -> ModelConfig:
 
 def baseline_config(cfg: RunConfig) -> RunConfig:
     """The run's config as the baselines see it: its baseline LM, answering by generation."""
-    if cfg.method.task != "classification":
+    if model_task(cfg) == "causal_lm":
         return cfg
+    if cfg.method.task != "classification":  # a reward model: its own untrained head, no general-text loss
+        return cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"forgetting_blocks": 0})})
     # A head model's backbone is not scored on general text: forgetting is a causal-LM measure.
     return cfg.model_copy(update={"model": baseline_model_config(cfg),
                                   "method": cfg.method.model_copy(update={"task": "sft"}),
@@ -100,7 +108,7 @@ def baseline_cache_file(cfg: RunConfig, data, split: str) -> Path | None:
     identity = source_identity(cfg.model)
     if identity is None:
         return None
-    payload = [BASELINE_CACHE_VERSION, identity, cfg.model.model_dump(mode="json"),
+    payload = [BASELINE_CACHE_VERSION, identity, cfg.model.model_dump(mode="json"), cfg.method.model_dump(mode="json"),
                cfg.eval.model_dump(mode="json", exclude={"at_end", "baseline_model"}),
                cfg.data.model_dump(mode="json", include={"template", "system_prompt", "instruction"}),
                data.label_names, split, fingerprint(data.examples.get(split) or []),
@@ -123,7 +131,7 @@ def prompt_baselines(cfg: RunConfig, data, split: str, objective, accelerator, m
         return saved["systems"], saved.get("general_text")
     if model is None or cfg.method.task == "classification":
         echo(f"loading {base_cfg.model.name} for the prompt-only baselines ...")
-        model, tokenizer = load_model(base_cfg.model)
+        model, tokenizer = load_model(base_cfg.model, model_task(base_cfg), num_labels(base_cfg, data))
     baselines, general = baseline_scores(model, tokenizer, data, split, base_cfg, objective, accelerator, echo)
     if cache is not None and accelerator.is_main_process:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +162,7 @@ def write_comparison(out_dir: Path, systems: dict[str, dict[str, Any]], data, sp
         fh.writelines(json.dumps(p) + "\n" for p in predictions)
     scores = {name: _without_predictions(s) for name, s in systems.items()}
     task = "classification" if any("macro_f1" in s for s in scores.values()) else (
-        "generation" if predictions else "lm")
+        "generation" if predictions else "preference" if cfg.method.task in ("reward", "dpo") else "lm")
     evaluation = {"task": task, "method": cfg.method.task, "baseline_model": baseline_model_config(cfg).name,
                   "split": split, "n": len(data.examples.get(split) or []), "systems": scores,
                   "significance": versus_baselines(systems, data.label_names, cfg.eval.seed)}

@@ -102,6 +102,9 @@ def fit(
     scheduler = build_scheduler(optimizer, cfg, n_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)
+    if objective.prepare is not None:  # e.g. DPO's reference log-probs, scored once before any update
+        train_set = objective.prepare(raw_model, train_set, cfg.batch_size)
+        eval_set = objective.prepare(raw_model, eval_set, cfg.batch_size) if eval_set else eval_set
     forward_model = torch.compile(model) if cfg.compile else model
 
     state: dict[str, Any] = {"step": 0, "best_metric": None, "best_step": None, "bad_evals": 0, "evals": []}
@@ -137,22 +140,30 @@ def fit(
         step_tokens = sum(lengths[i] for mb in everyone for i in mb)
         mine = plan.micro_batches(step, rank)
         loss_sum = torch.zeros((), device=accelerator.device, dtype=torch.float64)
+        step_sums: dict[str, torch.Tensor] = {}
         for k, indices in enumerate(mine):
             batch = to_device(objective.collate([train_set[i] for i in indices]), accelerator.device)
             last = k == len(mine) - 1
             with nullcontext() if last else accelerator.no_sync(model), accelerator.autocast():
-                micro_sum, _ = objective.loss(forward_model, batch)
+                micro_sum, sums = objective.loss(forward_model, batch)
                 # DDP averages gradients over processes, so scale by world size to get the global sum / units.
                 loss = micro_sum * world / max(step_units, 1)
                 accelerator.backward(loss)
             loss_sum += micro_sum.detach().double()
+            for key, value in sums.items():
+                step_sums[key] = step_sums.get(key, 0) + value.detach().double()
         grad_norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm) if cfg.max_grad_norm else None
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        keys = sorted(step_sums)
+        packed = torch.stack([loss_sum] + [torch.as_tensor(step_sums[k], device=loss_sum.device) for k in keys])
         if world > 1:
-            loss_sum = accelerator.reduce(loss_sum, reduction="sum")
+            packed = accelerator.reduce(packed, reduction="sum")
+        loss_sum = packed[0]
+        # The objective's own statistics of this step (token accuracy, reward accuracy, mean reward, ...).
+        train_view = objective.summarize({k: packed[i + 1].item() for i, k in enumerate(keys)}, step_units)
         step_loss = loss_sum.item() / max(step_units, 1)
         elapsed = time.perf_counter() - started
         train_time += elapsed
@@ -172,6 +183,7 @@ def fit(
             "supervised_tokens": step_units,
             "tokens_per_s": step_tokens / elapsed,
             "supervised_tokens_per_s": step_units / elapsed,
+            **{"train_" + k.removeprefix("eval_"): v for k, v in train_view.items() if k != "eval_loss"},
         }
         if log and (step % cfg.log_every == 0 or step == n_steps):
             log.write(record)

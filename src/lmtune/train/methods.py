@@ -2,14 +2,19 @@
 
     task = model_task(cfg)                                  # causal_lm | sequence_classification
     model, tokenizer = load_model(cfg.model, task, num_labels(cfg, data))
-    objective = build_objective(cfg, tokenizer, data)
+    objective = build_objective(cfg, tokenizer, data)      # after apply_peft: DPO may copy a reference
+    fit(model, training_items(cfg, data, "train"), training_items(cfg, data, "validation"), objective, ...)
 """
 
 from __future__ import annotations
 
+import copy
+
 from lmtune.config import RunConfig
 from lmtune.train.classification import class_weights, classification_objective
+from lmtune.train.grpo import grpo_objective, load_reward
 from lmtune.train.objectives import Objective, sft_objective
+from lmtune.train.pairs import dpo_objective, reward_objective
 
 HEAD_TASKS = {"classification": "sequence_classification", "reward": "sequence_classification"}
 
@@ -35,8 +40,23 @@ def pad_id_of(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
-def build_objective(cfg: RunConfig, tokenizer, data=None) -> Objective:
-    """The objective named by cfg.method.task (`data`, the PreparedData, gives labels and class counts)."""
+PAIR_TASKS = ("reward", "dpo")
+
+
+def training_items(cfg: RunConfig, data, split: str) -> list:
+    """What the loop iterates over: encoded examples or pairs, or for GRPO the prompts themselves."""
+    if cfg.method.task == "grpo":
+        return list(data.examples.get(split) or [])
+    items = list(data.encoded.get(split) or [])
+    if cfg.method.task in PAIR_TASKS and items and not isinstance(items[0], tuple):
+        raise ValueError(f"method.task {cfg.method.task} needs preference pairs (prompt, chosen, rejected); "
+                         f"the {split} data are {data.examples[split][0].kind} examples")
+    return items
+
+
+def build_objective(cfg: RunConfig, tokenizer, data=None, model=None) -> Objective:
+    """The objective named by cfg.method.task (`data` gives labels and class counts; `model`, the base
+    before any adapter, is what DPO with full fine-tuning copies as its frozen reference)."""
     task = cfg.method.task
     if task == "sft":
         return sft_objective(cfg.training.packing, pad_id_of(tokenizer), cfg.data.max_seq_len)
@@ -44,4 +64,17 @@ def build_objective(cfg: RunConfig, tokenizer, data=None) -> Objective:
         n_classes = num_labels(cfg, data)
         weights = class_weights(cfg.method.class_weights, data.encoded["train"], n_classes)
         return classification_objective(pad_id_of(tokenizer), n_classes, weights)
-    raise ValueError(f"method.task {task!r} has no objective yet")
+    if task == "reward":
+        return reward_objective(pad_id_of(tokenizer))
+    if task == "dpo":
+        reference = None
+        if cfg.method.peft == "none":
+            if model is None:
+                raise ValueError("DPO with full fine-tuning needs the model to copy its frozen reference from")
+            # Full fine-tuning: the reference must be a frozen copy (LoRA just switches its adapter off).
+            reference = copy.deepcopy(model).eval().requires_grad_(False)
+        d = cfg.method.dpo
+        return dpo_objective(pad_id_of(tokenizer), d.beta, d.loss, reference, d.precompute_reference)
+    if task == "grpo":
+        return grpo_objective(tokenizer, cfg.method.grpo, cfg.data, load_reward(cfg.method.grpo.reward, cfg.data))
+    raise ValueError(f"unknown method.task {task!r}")

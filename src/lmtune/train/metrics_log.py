@@ -69,3 +69,30 @@ def plot_losses(metrics_path: Path, out_png: Path) -> Path:
     fig.savefig(out_png)
     plt.close(fig)
     return out_png
+
+
+def plot_metric(metrics_path: Path, key: str, out_png: Path, label: str) -> Path | None:
+    """One training metric (e.g. GRPO's mean reward) against the step, with its validation twin if logged."""
+    records = read_metrics(metrics_path)
+    train = [(r["step"], r["train_" + key]) for r in records if r.get("kind") == "train" and "train_" + key in r]
+    evals = [(r["step"], r["eval_" + key]) for r in records if r.get("kind") == "eval" and "eval_" + key in r]
+    if not train:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    ax.plot(*zip(*train), label=f"train {label}", linewidth=1, alpha=0.5)
+    if len(train) >= 5:  # a moving average shows the trend through sampling noise
+        window = max(5, len(train) // 10)
+        values = [v for _, v in train]
+        smooth = [sum(values[max(0, i - window + 1) : i + 1]) / len(values[max(0, i - window + 1) : i + 1])
+                  for i in range(len(values))]
+        ax.plot([s for s, _ in train], smooth, label=f"train {label} ({window}-step mean)", linewidth=2)
+    if evals:
+        ax.plot(*zip(*evals), "o-", label=f"validation {label}")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_png)
+    plt.close(fig)
+    return out_png

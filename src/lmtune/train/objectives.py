@@ -39,6 +39,10 @@ class Objective:
     """Number of tokens of one encoded example (for throughput and length grouping)."""
     summarize: Callable[[dict[str, float], float], dict[str, float]]
     """Turn summed validation statistics and the unit count into eval_* metrics."""
+    margins: Callable[[torch.nn.Module, Batch], dict[str, torch.Tensor]] | None = None
+    """Preference objectives: per-pair margins (> 0 means the chosen answer wins), for held-out accuracy."""
+    prepare: Callable[[torch.nn.Module, list, int], list] | None = None
+    """Run once on the training and validation sets before training (e.g. precomputed reference log-probs)."""
 
 
 def supervised_tokens(encoded) -> int:

@@ -27,8 +27,8 @@ from lmtune.model.load import describe_model, load_model, load_tokenizer, weight
 from lmtune.runs import config_hash, find_resume_point, lineage_base, new_run_dir, run_config, write_lineage
 from lmtune.train.hardware import make_accelerator, resolve_precision
 from lmtune.train.loop import fit
-from lmtune.train.metrics_log import plot_losses
-from lmtune.train.methods import build_objective, model_task, num_labels
+from lmtune.train.metrics_log import plot_losses, plot_metric
+from lmtune.train.methods import build_objective, model_task, num_labels, training_items
 
 Echo = Callable[[str], None]
 
@@ -72,7 +72,7 @@ def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print) 
         # Saved in config.json with the model, so predictions come back as names.
         model.config.id2label = dict(enumerate(data.label_names))
         model.config.label2id = {name: i for i, name in enumerate(data.label_names)}
-    objective = build_objective(cfg, tokenizer, data)
+    objective = build_objective(cfg, tokenizer, data, model)
     if main:
         write_lineage(run_dir, lineage_base(cfg, data.manifest, weights_hash(model)))
     evaluating = cfg.eval.at_end and bool(data.examples.get("test"))
@@ -84,7 +84,8 @@ def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print) 
             saved = json.loads(base_file.read_text())
             baselines, general_before = saved["systems"], saved.get("general_text")
         else:
-            lm = (model, tokenizer) if task == "causal_lm" else (None, None)
+            # A classification head's baseline is a prompted LM; a reward model's is its untrained head.
+            lm = (None, None) if cfg.method.task == "classification" else (model, tokenizer)
             baselines, general_before = prompt_baselines(cfg, data, "test", objective, accelerator, *lm, echo=echo)
             if main:
                 write_json(base_file, {"systems": baselines, "general_text": general_before})
@@ -94,8 +95,8 @@ def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print) 
     shape = describe_model(model)
     echo(f"training {shape['trainable_parameters']:,} of {shape['parameters']:,} parameters "
          f"({cfg.method.task}, peft={cfg.method.peft}, precision={resolve_precision(cfg.training.precision)})")
-    result = fit(model, data.encoded["train"], data.encoded.get("validation") or [], objective, cfg.training,
-                 run_dir, accelerator=accelerator, resume=checkpoint)
+    result = fit(model, training_items(cfg, data, "train"), training_items(cfg, data, "validation"), objective,
+                 cfg.training, run_dir, accelerator=accelerator, resume=checkpoint)
 
     summary: dict[str, Any] = {
         "steps": result.steps,
@@ -113,6 +114,8 @@ def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print) 
         save_model(accelerator.unwrap_model(model), tokenizer, run_dir / "final", base_cfg=cfg.model)
         if (run_dir / "metrics.jsonl").exists():
             plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png")
+            if cfg.method.task == "grpo":
+                plot_metric(run_dir / "metrics.jsonl", "reward", run_dir / "reward.png", "mean reward")
     if evaluating:
         echo("scoring the fine-tuned model on the test split ...")
         tuned_scores = split_scores(accelerator.unwrap_model(model), tokenizer, data, "test", cfg, objective,
