@@ -9,6 +9,8 @@
     lmtune generate RUN_OR_MODEL --prompt "..." | --chat
     lmtune export RUN --merge OUT | --adapter OUT
     lmtune predict RUN FILE [--out PATH] [--batch-size N]
+    lmtune serve [--config serve.yaml] [--data-dir DIR] [--port N]
+    lmtune keys create --project NAME | list | revoke
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from lmtune import __version__
 from lmtune.config import ConfigError, DataConfig, ModelConfig, dump_config, load_config, schema_text
 from lmtune.data.records import DataError
 from lmtune.model.builtin import ModelError
+from lmtune.serve.cli import add_keys_parser, add_serve_parser
 
 
 def _config(args: argparse.Namespace):
@@ -235,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the JSON lines here instead of standard output")
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(func=cmd_predict)
+
+    add_serve_parser(sub)  # lmtune serve, lmtune keys (src/lmtune/serve/cli.py)
+    add_keys_parser(sub)
     return parser
 
 

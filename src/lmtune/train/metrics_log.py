@@ -55,7 +55,7 @@ def plot_losses(metrics_path: Path, out_png: Path) -> Path:
     """Training and validation loss against the optimizer step."""
     records = read_metrics(metrics_path)
     train = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train"]
-    evals = [(r["step"], r["eval_loss"]) for r in records if r.get("kind") == "eval"]
+    evals = [(r["step"], r["eval_loss"]) for r in records if r.get("kind") == "eval" and "eval_loss" in r]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     if train:
         ax.plot(*zip(*train), label="train loss", linewidth=1)

@@ -1,0 +1,111 @@
+"""Settings of `lmtune serve`: where data lives, what may be trained, how jobs and inference behave.
+
+Usage:
+    cfg = ServeConfig(data_dir="/srv/lmtune", port=8000)
+    cfg = load_serve_config("serve.yaml", data_dir="/srv/lmtune")   # YAML file + command-line values
+    cfg.db_path, cfg.blob_dir, cfg.runs_dir                         # derived paths
+
+The server writes the resolved settings to <data_dir>/serve.json so its worker processes use the
+same values.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ServeConfig(BaseModel):
+    """Settings of the OpenAI-compatible service."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    data_dir: str = "lmtune-data"
+    """Folder holding the SQLite database, uploaded files (blobs/), runs/ and per-job logs (jobs/)."""
+    host: str = "127.0.0.1"
+    """Interface to listen on."""
+    port: int = Field(8000, ge=0, le=65535)
+    """TCP port to listen on."""
+    max_upload_bytes: int = Field(512 * 1024 * 1024, gt=0)
+    """Largest accepted upload; bigger ones get 413."""
+    adapter_cache_size: int = Field(4, ge=1)
+    """Fine-tuned models (adapters) kept loaded for inference, least recently used evicted first."""
+    base_models: list[str] = Field(default_factory=lambda: ["smollm2-135m-instruct", "tiny-llama"])
+    """Base models that can be fine-tuned and served (built-in names or local folders)."""
+    workers: int = Field(1, ge=1)
+    """Worker processes; each trains one job at a time, taking queued jobs oldest first."""
+    start_workers: bool = True
+    """Start the worker processes together with the HTTP server (off: run `lmtune.serve.worker` yourself)."""
+    eval_at_end: bool = False
+    """Run the base-vs-fine-tuned comparison at the end of each job (minutes on a CPU; off by default)."""
+    checkpoint_every: int = Field(50, gt=0)
+    """Training steps between checkpoints; pause and restart continue from the latest one."""
+    keep_checkpoints: int = Field(3, ge=1)
+    """Checkpoints kept on disk per job (the checkpoint list keeps every one recorded)."""
+    default_n_epochs: int = Field(3, gt=0)
+    """n_epochs when a job says "auto"."""
+    default_batch_size: int = Field(8, gt=0)
+    """batch_size when a job says "auto"."""
+    default_learning_rate_multiplier: float = Field(1.0, gt=0)
+    """learning_rate_multiplier when a job says "auto" (the rate is 2e-4 times the multiplier)."""
+    default_beta: float = Field(0.1, gt=0)
+    """DPO beta when a job says "auto"."""
+    max_seq_len: int = Field(1024, gt=0)
+    """data.max_seq_len of every job."""
+    training_threads: int | None = Field(None, gt=0)
+    """training.num_threads of every job (null: PyTorch's default)."""
+    inference_threads: int | None = Field(None, gt=0)
+    """PyTorch threads used by the server for generation (null: PyTorch's default)."""
+    max_tokens_limit: int = Field(2048, gt=0)
+    """Largest max_tokens a completion request may ask for."""
+    poll_seconds: float = Field(0.5, gt=0)
+    """How often a worker looks for new jobs, cancellations, metrics and checkpoints."""
+
+    @property
+    def root(self) -> Path:
+        """The data folder as an absolute path."""
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite database file."""
+        return self.root / "lmtune.db"
+
+    @property
+    def blob_dir(self) -> Path:
+        """Uploaded and generated files, named by file id."""
+        return self.root / "blobs"
+
+    @property
+    def runs_dir(self) -> Path:
+        """Run folders of the jobs (output.dir of every job)."""
+        return self.root / "runs"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Per-job config.yaml and train.log."""
+        return self.root / "jobs"
+
+    @property
+    def settings_file(self) -> Path:
+        """The resolved settings, written by the server for its workers."""
+        return self.root / "serve.json"
+
+    def save(self) -> Path:
+        """Write the resolved settings to <data_dir>/serve.json."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.settings_file.write_text(json.dumps(self.model_dump(mode="json"), indent=2), encoding="utf-8")
+        return self.settings_file
+
+
+def load_serve_config(path: str | Path | None = None, **values: Any) -> ServeConfig:
+    """Settings from a YAML or JSON file (optional) with non-None keyword values on top."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        tree = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    tree.update({k: v for k, v in values.items() if v is not None})
+    return ServeConfig.model_validate(tree)

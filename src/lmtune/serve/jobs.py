@@ -1,0 +1,176 @@
+"""Fine-tuning jobs: the RunConfig a job trains with, file validation, status changes and views.
+
+Usage:
+    hp = resolve_hyperparameters(body, serve_cfg)          # "auto" -> the documented defaults
+    cfg = build_run_config(job, serve_cfg, train_path, valid_path)   # a lmtune RunConfig
+    error = validate_job_files(store, job)                  # None, or {"code", "message", "param"}
+    transition(store, job_id, "cancelled", CANCELLABLE)     # atomic: only from the listed states
+    job_view(row)                                           # the fine_tuning.job object
+
+Status: validating_files -> queued -> running -> succeeded | failed | cancelled, and running/queued
+-> paused -> queued (resume). The jobs table is the queue: queued jobs run oldest first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from lmtune.config import RunConfig
+from lmtune.serve.config import ServeConfig
+from lmtune.serve.schemas import CreateJob
+from lmtune.serve.store import Store, now
+
+BASE_LEARNING_RATE = 2e-4  # learning_rate = BASE_LEARNING_RATE * learning_rate_multiplier
+CANCELLABLE = ("validating_files", "queued", "running", "paused")
+PAUSABLE = ("queued", "running")
+ACTIVE = ("validating_files", "queued", "running", "paused")
+MAX_ISSUES_SHOWN = 5
+
+
+def resolve_hyperparameters(body: CreateJob, cfg: ServeConfig) -> dict[str, Any]:
+    """The job's hyperparameters with every "auto" replaced by the server default."""
+    given = body.hyperparameters_for().model_dump()
+    defaults = {"n_epochs": cfg.default_n_epochs, "batch_size": cfg.default_batch_size,
+                "learning_rate_multiplier": cfg.default_learning_rate_multiplier, "beta": cfg.default_beta}
+    return {k: defaults[k] if v == "auto" else v for k, v in given.items()}
+
+
+def method_view(method_type: str, hp: dict[str, Any]) -> dict[str, Any]:
+    """The job's `method` object: {type, supervised|dpo: {hyperparameters}}."""
+    return {"type": method_type, method_type: {"hyperparameters": hp}}
+
+
+def fine_tuned_name(base: str, project: str, suffix: str | None, job_id: str) -> str:
+    """ft:{base}:{owner}:{suffix}:{id}, as OpenAI names fine-tuned models."""
+    return f"ft:{Path(base).name}:{project}:{suffix or ''}:{job_id.removeprefix('ftjob-')}"
+
+
+def build_run_config(job: dict[str, Any], cfg: ServeConfig, train_path: str, valid_path: str | None) -> RunConfig:
+    """The RunConfig that trains `job` (raises pydantic's ValidationError on a bad value)."""
+    method_type = job["method"]["type"]
+    hp = job["method"][method_type]["hyperparameters"]
+    dpo = method_type == "dpo"
+    tree: dict[str, Any] = {
+        "model": {"name": job["model"]},
+        "data": {
+            "train_file": train_path,
+            "validation_file": valid_path,
+            "format": "preference" if dpo else "auto",
+            "max_seq_len": cfg.max_seq_len,
+            # A service job should train on what it was given: near duplicates across the split warn.
+            "leakage": "warn",
+            "split": {"validation": 0.1, "test": 0.1 if cfg.eval_at_end else 0.0},
+        },
+        "method": {"task": "dpo" if dpo else "sft", "peft": "lora"},
+        "training": {
+            "epochs": hp["n_epochs"],
+            "batch_size": hp["batch_size"],
+            "learning_rate": BASE_LEARNING_RATE * hp["learning_rate_multiplier"],
+            "seed": job["seed"],
+            "save_every": cfg.checkpoint_every,
+            "keep_checkpoints": cfg.keep_checkpoints,
+            "progress_bar": False,
+            "num_threads": cfg.training_threads,
+            "early_stopping": {"patience": None},  # train the epochs asked for, as OpenAI does
+        },
+        "eval": {"at_end": cfg.eval_at_end},
+        "output": {"dir": str(cfg.runs_dir), "name": job["id"]},
+    }
+    if dpo:
+        tree["method"]["dpo"] = {"beta": hp["beta"]}
+    return RunConfig.model_validate(tree)
+
+
+def _issue_lines(report: Any, filename: str) -> list[str]:
+    # The blob path is the server's business: show the name the client uploaded instead.
+    return [str(dataclasses.replace(issue, file=filename)) for issue in report.errors]
+
+
+def validate_job_files(store: Store, job: dict[str, Any]) -> dict[str, str] | None:
+    """Check the job's training (and validation) file with lmtune's validator; an error dict or None."""
+    from lmtune.data.validate import validate_file
+
+    dpo = job["method"]["type"] == "dpo"
+    for param in ("training_file", "validation_file"):
+        if not job[param]:
+            continue
+        row = store.one("SELECT * FROM files WHERE id=?", (job[param],))
+        if row is None or row["deleted"] or not Path(row["path"]).exists():
+            return {"code": f"invalid_{param}", "param": param, "message": f"{param} {job[param]} no longer exists"}
+        report = validate_file(row["path"], fmt="preference" if dpo else "auto")
+        lines = _issue_lines(report, row["filename"])
+        kinds = set(report.stats.get("kinds", {}))
+        if not lines and not dpo and "preference" in kinds:
+            lines = [f"{row['filename']}: holds preference pairs; train them with method type 'dpo'"]
+        if not lines and report.n_examples == 0:
+            lines = [f"{row['filename']}: no examples"]
+        if lines:
+            shown = lines[:MAX_ISSUES_SHOWN]
+            more = len(lines) - len(shown)
+            text = "; ".join(shown) + (f" (and {more} more errors)" if more else "")
+            return {"code": f"invalid_{param}", "param": param,
+                    "message": f"The {param.replace('_', ' ')} has {len(lines)} errors: {text}"}
+    return None
+
+
+def transition(store: Store, job_id: str, to: str, allowed_from: tuple[str, ...], **fields: Any) -> bool:
+    """Move a job to status `to` if it is in one of `allowed_from`; True when it moved."""
+    sets = ", ".join(["status=?", *(f"{k}=?" for k in fields)])
+    marks = ", ".join("?" for _ in allowed_from)
+    changed = store.execute(f"UPDATE jobs SET {sets} WHERE id=? AND status IN ({marks})",  # noqa: S608
+                            (to, *fields.values(), job_id, *allowed_from))
+    return changed > 0
+
+
+def claim_next(store: Store, worker: int) -> dict[str, Any] | None:
+    """Atomically take the oldest queued job for `worker` (status running), or None."""
+    with store.tx() as db:
+        row = db.execute("SELECT id FROM jobs WHERE status='queued' ORDER BY seq LIMIT 1").fetchone()
+        if row is None:
+            return None
+        db.execute("UPDATE jobs SET status='running', worker=?, started_at=COALESCE(started_at, ?) WHERE id=?",
+                   (worker, now(), row["id"]))
+    return store.one("SELECT * FROM jobs WHERE id=?", (row["id"],))
+
+
+def job_view(row: dict[str, Any]) -> dict[str, Any]:
+    """The fine_tuning.job object of a jobs row."""
+    method = row["method"]
+    hp = dict(method[method["type"]]["hyperparameters"])
+    return {
+        "id": row["id"],
+        "object": "fine_tuning.job",
+        "created_at": row["created_at"],
+        "error": row["error"],
+        "fine_tuned_model": row["fine_tuned_model"],
+        "finished_at": row["finished_at"],
+        "hyperparameters": {k: hp[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")},
+        "model": row["model"],
+        "organization_id": row["project"],
+        "result_files": row["result_files"] or [],
+        "seed": row["seed"],
+        "status": row["status"],
+        "trained_tokens": row["trained_tokens"],
+        "training_file": row["training_file"],
+        "validation_file": row["validation_file"],
+        "estimated_finish": None,
+        "integrations": [],
+        "metadata": row["metadata"],
+        "method": method,
+        "user_provided_suffix": row["suffix"],
+    }
+
+
+def event_view(row: dict[str, Any]) -> dict[str, Any]:
+    """The fine_tuning.job.event object of an events row."""
+    return {"id": row["id"], "object": "fine_tuning.job.event", "created_at": row["created_at"],
+            "level": row["level"], "message": row["message"], "type": row["type"], "data": row["data"]}
+
+
+def checkpoint_view(row: dict[str, Any]) -> dict[str, Any]:
+    """The fine_tuning.job.checkpoint object of a checkpoints row."""
+    return {"id": row["id"], "object": "fine_tuning.job.checkpoint", "created_at": row["created_at"],
+            "fine_tuned_model_checkpoint": row["model_name"], "fine_tuning_job_id": row["job_id"],
+            "metrics": row["metrics"], "step_number": row["step"]}

@@ -1,0 +1,158 @@
+"""Request bodies of the API as pydantic models, following the OpenAI API reference.
+
+Usage:
+    body = CreateJob.model_validate({"model": "tiny-llama", "training_file": "file-..."})
+    body.hyperparameters_for()        # the method's hyperparameters (or the legacy top-level ones)
+
+Unknown fields are errors (400 naming the field), like OpenAI's "Unrecognized request argument".
+Responses are plain dicts shaped like the openai package's types (see views in the route modules).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+PosInt = Annotated[int, Field(gt=0, le=1000)]
+PosFloat = Annotated[float, Field(gt=0, le=100)]
+Auto = Literal["auto"]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Hyperparameters(Body):
+    """Supervised hyperparameters; each a number or "auto" (the server's documented default)."""
+
+    n_epochs: Auto | PosInt = "auto"
+    batch_size: Auto | PosInt = "auto"
+    learning_rate_multiplier: Auto | PosFloat = "auto"
+
+
+class DpoHyperparameters(Hyperparameters):
+    """DPO hyperparameters: the supervised ones plus beta."""
+
+    beta: Auto | PosFloat = "auto"
+
+
+class Supervised(Body):
+    hyperparameters: Hyperparameters | None = None
+
+
+class Dpo(Body):
+    hyperparameters: DpoHyperparameters | None = None
+
+
+class Method(Body):
+    """What is trained: supervised fine-tuning or direct preference optimisation."""
+
+    type: Literal["supervised", "dpo"]
+    supervised: Supervised | None = None
+    dpo: Dpo | None = None
+
+
+class CreateJob(Body):
+    """POST /v1/fine_tuning/jobs."""
+
+    model: str = Field(min_length=1, max_length=512)
+    training_file: str = Field(min_length=1)
+    validation_file: str | None = None
+    suffix: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_.-]*$")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    metadata: dict[str, str] | None = None
+    method: Method | None = None
+    hyperparameters: Hyperparameters | None = None
+    """Legacy top-level hyperparameters (supervised only); method.*.hyperparameters wins."""
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is not None:
+            if len(value) > 16:
+                raise ValueError("at most 16 metadata keys")
+            if any(len(k) > 64 or len(v) > 512 for k, v in value.items()):
+                raise ValueError("metadata keys are at most 64 characters, values at most 512")
+        return value
+
+    @property
+    def method_type(self) -> str:
+        """supervised or dpo."""
+        return self.method.type if self.method else "supervised"
+
+    def hyperparameters_for(self) -> Hyperparameters:
+        """The hyperparameters given for the job's method (all "auto" when none were given)."""
+        if self.method and self.method.type == "dpo":
+            return (self.method.dpo and self.method.dpo.hyperparameters) or DpoHyperparameters()
+        given = self.method.supervised.hyperparameters if self.method and self.method.supervised else None
+        return given or self.hyperparameters or Hyperparameters()
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+    def text(self) -> str:
+        """The message content as one string (text parts joined)."""
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: bool = False
+
+
+class Sampling(Body):
+    """Fields shared by chat and text completions."""
+
+    model: str = Field(min_length=1)
+    max_tokens: int | None = Field(None, gt=0)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    stop: str | list[str] | None = None
+    n: int = Field(1, ge=1, le=8)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    seed: int | None = None
+    user: str | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and len(value) > 4:
+            raise ValueError("at most 4 stop sequences")
+        return value
+
+    def stops(self) -> list[str]:
+        """The stop strings as a list."""
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+
+class ChatRequest(Sampling):
+    """POST /v1/chat/completions."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, gt=0)
+
+    def token_limit(self, default: int) -> int:
+        """max_completion_tokens, else max_tokens, else `default`."""
+        return self.max_completion_tokens or self.max_tokens or default
+
+
+class CompletionRequest(Sampling):
+    """POST /v1/completions (plain text continuation, no chat template)."""
+
+    prompt: str | list[str]
+
+    def prompts(self) -> list[str]:
+        """The prompt(s) as a list."""
+        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
