@@ -9,6 +9,7 @@
     lmtune generate RUN_OR_MODEL --prompt "..." | --chat
     lmtune export RUN --merge OUT | --adapter OUT
     lmtune predict RUN FILE [--out PATH] [--batch-size N]
+    lmtune score RUN FILE [--out PATH]
     lmtune serve [--config serve.yaml] [--data-dir DIR] [--port N]
     lmtune keys create --project NAME | list | revoke
 """
@@ -154,6 +155,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    from lmtune.evaluate.score import score_file
+
+    out = score_file(args.run, args.file, out=args.out, batch_size=args.batch_size)
+    if out is not None:
+        print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
 def _rename(text: str) -> tuple[str, str]:
     old, sep, new = text.partition("=")
     if not (sep and old and new):
@@ -238,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the JSON lines here instead of standard output")
     p.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("score", help="score every response (or preference pair) of a file with a reward-model run")
+    p.add_argument("run", help="run folder of a reward model (method.task reward)")
+    p.add_argument("file", help="conversations (messages, prompt/completion, ...) or preference pairs")
+    p.add_argument("--out", help="write the JSON lines here instead of standard output")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.set_defaults(func=cmd_score)
 
     add_serve_parser(sub)  # lmtune serve, lmtune keys (src/lmtune/serve/cli.py)
     add_keys_parser(sub)

@@ -95,8 +95,16 @@ def encode_preference(example: Example, tokenizer, data_cfg: DataConfig) -> tupl
     n_prompt = _first_label(c_labels)
     if c_ids[:n_prompt] != r_ids[:n_prompt] or _first_label(r_labels) != n_prompt:
         raise ValueError(f"{example.file}:{example.line}: chosen and rejected do not share the prompt tokens")
+    # Too long: drop the *start* of the shared prompt first (the answers are what is compared, and the
+    # latest turns matter most), the same tokens from both; only then cut the answers' ends.
     limit = data_cfg.max_seq_len
-    return _truncate(c_ids, c_labels, limit), _truncate(r_ids, r_labels, limit)
+    drop = min(max(len(c_ids), len(r_ids)) - limit, n_prompt - 1)
+    if drop <= 0:
+        return _truncate(c_ids, c_labels, limit), _truncate(r_ids, r_labels, limit)
+    chosen, rejected = (_truncate(ids[drop:], labels[drop:], limit) for ids, labels in ((c_ids, c_labels), (r_ids, r_labels)))
+    chosen.truncated += drop
+    rejected.truncated += drop
+    return chosen, rejected
 
 
 def encode_classification(example: Example, tokenizer, data_cfg: DataConfig, label_names: list[str]) -> Encoded:

@@ -38,7 +38,7 @@ __all__ = [
 
 # Bump whenever loading, splitting, leakage detection or encoding changes what a cached preparation
 # (examples or manifest) would contain. 2: character 5-gram + one-word leakage rules.
-DATA_CODE_VERSION = "3"
+DATA_CODE_VERSION = "4"
 EVAL_SPLITS = ("validation", "test")
 
 

@@ -141,6 +141,24 @@ def test_preference_pair_shares_prompt_and_trains_answers(tok):
         encode_example(ex, tok, DataConfig())
 
 
+def test_a_long_preference_pair_loses_the_start_of_its_prompt_not_its_answers(tok):
+    ex = Example(
+        "preference",
+        prompt=[Message("user", "A long story. " * 20 + "Be kind?")],
+        chosen=[Message("assistant", "Sure.")],
+        rejected=[Message("assistant", "No way!")],
+    )
+    full_c, full_r = encode_preference(ex, tok, DataConfig(template="chatml"))
+    chosen, rejected = encode_preference(ex, tok, DataConfig(template="chatml", max_seq_len=40))
+    assert len(rejected.input_ids) == 40 and len(chosen.input_ids) == 40 - (len(full_r) - len(full_c))
+    assert chosen.input_ids == full_c.input_ids[-len(chosen.input_ids):]  # the end is kept whole
+    assert trained_spans(chosen, tok) == ["Sure." + EOS] and trained_spans(rejected, tok) == ["No way!" + EOS]
+    assert rejected.truncated == len(full_r) - 40 and chosen.truncated == rejected.truncated
+    # Both lose the same prompt tokens, so they still share what is left of it.
+    n = next(i for i, label in enumerate(chosen.labels) if label != IGNORE)
+    assert chosen.input_ids[:n] == rejected.input_ids[:n]
+
+
 def test_bos_added_once_when_the_tokenizer_adds_one():
     tok = byte_tokenizer()
     bos = tok.bos_token_id
