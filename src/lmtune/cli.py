@@ -266,15 +266,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DataError, ModelError, FileNotFoundError) as err:
+    except BrokenPipeError:  # `lmtune runs list | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except (ConfigError, DataError, ModelError, OSError) as err:  # OSError: missing files, a full disk
         print(f"lmtune: error: {err}", file=sys.stderr)
         return 2 if isinstance(err, ConfigError) else 1
     except KeyboardInterrupt:
         print("lmtune: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `lmtune runs list | head`: the reader left; say nothing more
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
 
 
 if __name__ == "__main__":

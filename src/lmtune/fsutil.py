@@ -3,6 +3,7 @@ is written into a temporary sibling folder and renamed into place, so a crash ne
 
     with atomic_dir(run / "final") as tmp:
         model.save_pretrained(tmp)
+    clean_interrupted(run / "checkpoints")   # single writer only: undo what a crash left half done
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ def atomic_dir(final: Path, keep_existing: bool = False) -> Iterator[Path]:
             if keep_existing:
                 return
             # os.replace cannot overwrite a non-empty folder: move the old one aside first.
+            # It keeps its name inside, so clean_interrupted() can put it back after a crash right here.
             old = Path(tempfile.mkdtemp(prefix=f".old-{final.name[:40]}-", dir=final.parent))
-            os.replace(final, old / "x")
+            os.replace(final, old / final.name)
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
         else:
@@ -52,3 +54,26 @@ def atomic_dir(final: Path, keep_existing: bool = False) -> Iterator[Path]:
         _fsync(final.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def clean_interrupted(folder: Path) -> None:
+    """Finish what a crash inside atomic_dir() left in `folder`: put back a folder that was moved aside
+    for its replacement (the replacement never arrived), and delete temporary folders.
+
+    Only for folders with a single writer (a run's checkpoints): a concurrent atomic_dir() here would
+    lose its temporary folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for old in folder.glob(".old-*"):
+        try:
+            for kept in old.iterdir():
+                if not (folder / kept.name).exists():
+                    os.replace(kept, folder / kept.name)
+        except (FileNotFoundError, NotADirectoryError):  # another process of the same run got there first
+            pass
+        shutil.rmtree(old, ignore_errors=True)
+    for tmp in folder.glob(".*"):
+        if tmp.is_dir():  # atomic_dir's temporaries: `.<name>-<random>`
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -108,7 +108,10 @@ def baseline_cache_file(cfg: RunConfig, data, split: str) -> Path | None:
     identity = source_identity(cfg.model)
     if identity is None:
         return None
-    payload = [BASELINE_CACHE_VERSION, identity, cfg.model.model_dump(mode="json"), cfg.method.model_dump(mode="json"),
+    # Of the method only what changes the base's scores: the task (and DPO's beta, which scales its rewards);
+    # LoRA or not, class weights and the like act on training only.
+    method = [cfg.method.task, cfg.method.dpo.model_dump(mode="json") if cfg.method.task == "dpo" else None]
+    payload = [BASELINE_CACHE_VERSION, identity, cfg.model.model_dump(mode="json"), method,
                cfg.eval.model_dump(mode="json", exclude={"at_end", "baseline_model"}),
                cfg.data.model_dump(mode="json", include={"template", "system_prompt", "instruction"}),
                data.label_names, split, fingerprint(data.examples.get(split) or []),

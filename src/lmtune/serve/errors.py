@@ -21,7 +21,7 @@ log = logging.getLogger("lmtune.serve")
 
 TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "invalid_request_error",
          404: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error",
-         429: "rate_limit_error", 500: "server_error", 503: "server_error"}
+         429: "rate_limit_error", 500: "server_error", 503: "server_error", 507: "server_error"}
 
 
 class APIError(Exception):

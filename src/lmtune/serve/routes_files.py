@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse
 
 from lmtune.serve import blobs
 from lmtune.serve.auth import Project
-from lmtune.serve.errors import APIError, not_found
+from lmtune.serve.errors import APIError, log, not_found
 from lmtune.serve.jobs import ACTIVE
 from lmtune.serve.store import new_id, now
 
@@ -63,6 +63,10 @@ def upload_file(request: Request, project: Project, file: UploadFile = File(...)
     except blobs.TooLarge:
         raise APIError(413, f"File too large: the limit is {cfg.max_upload_bytes} bytes", param="file",
                        code="file_too_large") from None
+    except OSError as err:  # disk full, folder not writable: the server's problem, said plainly
+        log.error("cannot store an upload in %s: %s", cfg.blob_dir, err)
+        raise APIError(507, f"The server cannot store the file: {err.strerror or err}", param="file",
+                       code="insufficient_storage") from None
     row = {"id": file_id, "project": project, "filename": name, "purpose": purpose, "bytes": size,
            "created_at": now(), "path": str(path), "status": "processed"}
     request.app.state.store.insert("files", row)

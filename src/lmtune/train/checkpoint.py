@@ -8,6 +8,7 @@ adapter with LoRA, everything with full fine-tuning); the frozen base is reloade
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from lmtune.fsutil import atomic_dir
+from lmtune.fsutil import atomic_dir, clean_interrupted
 
 STATE = "state.json"
 
@@ -55,9 +56,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def write_atomically(final: Path, write: Any) -> Path:
-    """Call write(tmp_dir), then rename tmp_dir to final (replacing an older one)."""
-    with atomic_dir(final) as tmp:
-        write(tmp)
+    """Call write(tmp_dir), then rename tmp_dir to final (replacing an older one).
+
+    A failed write (disk full, folder not writable) raises OSError with the same errno, naming the
+    folder and the last complete checkpoint, which the failure left as it was.
+    """
+    try:
+        with atomic_dir(final) as tmp:
+            write(tmp)
+    except OSError as err:
+        last = latest_checkpoint(final.parent)
+        kept = f"the last complete checkpoint, {last}, is intact" if last else "no complete checkpoint exists yet"
+        raise OSError(err.errno, f"cannot write {final}: {err.strerror or err}; {kept}") from err
     return final
 
 
@@ -86,6 +96,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler) ->
     """Restore model, optimizer, scheduler and RNG from a checkpoint; return its loop state."""
     if not (path / STATE).exists():
         raise FileNotFoundError(f"{path} is not a complete checkpoint (no {STATE})")
+    clean_interrupted(path.parent)  # e.g. `best` moved aside by a write the crash cut short
     load_trainable_state(model, load_file(path / "trainable.safetensors"))
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
@@ -109,7 +120,12 @@ def latest_checkpoint(folder: Path) -> Path | None:
 
 def prune_checkpoints(folder: Path, keep: int) -> None:
     """Delete all but the `keep` newest checkpoints, and leftovers of interrupted writes."""
-    for stale in folder.glob(".tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    for old in list_checkpoints(folder)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    clean_interrupted(folder)
+    # A step-* folder without state.json can only be one an older version half deleted: drop it too.
+    doomed = list_checkpoints(folder)[:-keep] + [p for p in folder.glob("step-*") if not (p / STATE).exists()]
+    for old in doomed:
+        # Renamed away first, so a crash in the middle of the deletion cannot leave a half-deleted
+        # checkpoint under its own name; clean_interrupted() removes the hidden rest next time.
+        hidden = folder / f".deleting-{old.name}"
+        os.replace(old, hidden)
+        shutil.rmtree(hidden, ignore_errors=True)

@@ -1,0 +1,65 @@
+"""Fixtures of the reliability suite: the serve test helpers (a real `lmtune serve` on loopback) reused.
+
+    def test_x(rserver):                 # one server for the folder, projects alpha and beta, no worker
+        rserver.client(rserver.keys["alpha"]).files.list()
+
+The Server class, data builders and wait_for live in tests/integration/serve/conftest.py; with pytest's
+importlib import mode a conftest is not importable by name, so it is loaded from its path once here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+_SERVE_CONFTEST = Path(__file__).resolve().parents[1] / "integration" / "serve" / "conftest.py"
+
+
+def _serve_helpers():
+    name = "lmtune_tests_serve_helpers"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, _SERVE_CONFTEST)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+serve = _serve_helpers()
+Server, wait_for, chat_jsonl, dpo_jsonl, TERMINAL = (serve.Server, serve.wait_for, serve.chat_jsonl,
+                                                     serve.dpo_jsonl, serve.TERMINAL)
+
+
+@pytest.fixture(scope="package")
+def rserver(tmp_path_factory):
+    """A server without workers (nothing trains), keys for projects alpha and beta in .keys."""
+    srv = Server(tmp_path_factory.mktemp("reliability-serve"), start_workers=False, max_tokens_limit=32)
+    srv.start()
+    srv.keys = {"alpha": srv.key("alpha"), "beta": srv.key("beta")}
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def own_server(tmp_path):
+    """Server(tmp_path / name, **settings) factories stopped after the test."""
+    made: list = []
+
+    def make(name: str = "own", **settings):
+        root = tmp_path / name
+        root.mkdir()
+        made.append(Server(root, **settings))
+        return made[-1]
+
+    yield make
+    for srv in made:
+        srv.stop()
+
+
+@pytest.fixture(scope="package")
+def chat_data() -> bytes:
+    """16 chat examples in OpenAI's fine-tuning format."""
+    return chat_jsonl()
