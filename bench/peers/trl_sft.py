@@ -1,0 +1,80 @@
+"""Systems 2 and 3: TRL `SFTTrainer` with its defaults, and with the best settings for the hardware.
+
+    python -m bench.peers.worker train trl-default SPEC.json     # normally started by the driver
+    python -m bench.peers.worker train trl-best SPEC.json
+
+Both get the model as a path (TRL loads it and applies the peft LoraConfig itself) and a
+conversational prompt-completion dataset, for which TRL's default `completion_only_loss=None` puts
+the loss on the completion only: the same answers-only loss as the other systems. (Plain `messages`
+would need `assistant_only_loss=True`, which needs `{% generation %}` markers SmolLM2's template
+lacks.)
+
+trl-default: SFTConfig defaults. TRL defaults to bf16=True and gradient_checkpointing=True; on a
+CPU, TrainingArguments then refuses to start unless `use_cpu=True` ("You need to assign use_cpu if
+you want to train the model on CPU"), so that is set, as its error message tells users to.
+trl-best: see best_settings(): bf16 only where it is native, no gradient checkpointing (memory is
+not the constraint here), and the cheapest batch layout the hardware allows.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from typing import Any
+
+from bench.peers.common import CountingCollator, Spec, StepClock, lora_settings, native_bf16, read_chats
+from bench.peers.hf_trainer import finish, shared_arguments, trainer_callback
+
+
+def best_settings(spec: Spec) -> tuple[dict[str, Any], dict[str, str]]:
+    """SFTConfig overrides for the fastest faithful TRL run on this device, and why each was chosen."""
+    bf16 = native_bf16(spec.device)
+    settings: dict[str, Any] = {"bf16": bf16, "gradient_checkpointing": False}
+    why = {
+        "bf16": "native bf16 matrix units" if bf16 else
+                "no native bf16 (CPU without AMX-BF16/AVX512-BF16): autocast would emulate bf16, ~14x slower",
+        "gradient_checkpointing": "off: it recomputes the forward pass in the backward pass (TRL's docs: ~20 % "
+                                  "slower), and memory is not the constraint at this model size",
+        "use_liger_kernel": "off: Liger's kernels are Triton (GPU only); left out of this comparison on every device",
+    }
+    if spec.device == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        # Flattened batches without padding need a varlen kernel; TRL then ignores max_length, so all
+        # examples must fit (the driver checks that none exceeds spec.max_length).
+        settings.update(padding_free=True, max_length=None,
+                        model_init_kwargs={"attn_implementation": "flash_attention_2"})
+        why["layout"] = "padding_free with flash_attention_2 (varlen kernel): no padding, same examples per batch"
+    else:
+        settings["train_sampling_strategy"] = "group_by_length"
+        why["layout"] = ("padded batches grouped by length: padding_free flattens the micro-batch into one row whose "
+                         "block-diagonal attention is computed densely without a varlen kernel (O(T^2) in the "
+                         "whole batch's length), and packing changes how many examples a batch holds")
+    return settings, why
+
+
+def run(spec: Spec, best: bool) -> dict[str, Any]:
+    """Train with TRL's SFTTrainer (defaults, or best_settings when `best`) and return the run's record."""
+    started = time.perf_counter()
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    overrides, why = best_settings(spec) if best else ({}, {})
+    if not best:
+        why = {"use_cpu": "required by TrainingArguments for TRL's default bf16=True on a machine without a GPU"}
+    config = SFTConfig(**shared_arguments(spec), max_length=spec.max_length, **overrides)
+    rows = [{"prompt": c[:-1], "completion": c[-1:]} for c in read_chats(spec.train_file)]
+    clock, losses = StepClock(), []
+    trainer = SFTTrainer(model=spec.source, args=config, train_dataset=Dataset.from_list(rows),
+                         peft_config=LoraConfig(**lora_settings(spec)), callbacks=[trainer_callback(clock, losses)])
+    counter = trainer.data_collator = CountingCollator(trainer.data_collator)  # counts only; same batches
+    first_step_at = time.perf_counter()
+    trainer.train()
+    record = finish(trainer, spec, clock, counter, losses, started, first_step_at)
+    record["settings"] = {
+        "bf16": config.bf16, "gradient_checkpointing": config.gradient_checkpointing,
+        "padding_free": config.padding_free, "packing": config.packing, "max_length": config.max_length,
+        "sampler": getattr(config, "train_sampling_strategy", "random"),
+        "optim": getattr(config.optim, "value", str(config.optim)),
+        "completion_only_loss": trainer.completion_only_loss, "use_cpu": config.use_cpu, "why": why,
+    }
+    return record
