@@ -94,13 +94,14 @@ def sample_completions(model, tokenizer, prompts: list[str], cfg: GrpoConfig) ->
     return results
 
 
-def _token_logps(model, batch: Batch) -> torch.Tensor:
-    """[B, T] log-probability of every completion token (0 elsewhere) under `model`."""
+def _token_logps(model, batch: Batch, temperature: float = 1.0) -> torch.Tensor:
+    """[B, T] log-probability of every completion token (0 elsewhere) under `model` sampling at `temperature`."""
     targets = batch["target_ids"]
     keep = targets != IGNORE
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                 position_ids=batch["position_ids"], logits_to_keep=keep, use_cache=False)
-    flat = -torch.nn.functional.cross_entropy(out.logits.float(), targets[keep], reduction="none")
+    # The completions were drawn from softmax(logits / T): the gradient is for that distribution.
+    flat = -torch.nn.functional.cross_entropy(out.logits.float() / temperature, targets[keep], reduction="none")
     logps = torch.zeros(targets.shape, dtype=flat.dtype, device=flat.device)
     return logps.masked_scatter(keep, flat)
 
@@ -127,14 +128,14 @@ def grpo_objective(tokenizer, cfg: GrpoConfig, data_cfg: DataConfig, reward: Rew
         train = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in pad_collate(rows, pad_id).items()}
         # pad_collate shifts labels: position t predicts token t + 1, so mask marks the completion's predictions.
         mask = train["target_ids"] != IGNORE
-        new = _token_logps(model, train)
+        new = _token_logps(model, train, cfg.temperature)
         ref = None
         if cfg.kl_coef > 0:
             with torch.no_grad():
                 if peft is None:
                     raise ValueError("GRPO's KL penalty needs LoRA (the reference is the adapter switched off)")
                 with peft.disable_adapter():
-                    ref = _token_logps(peft, train)
+                    ref = _token_logps(peft, train, cfg.temperature)
         loss_sum, sums = grpo_loss(new, None, ref, advantages.to(device), mask, cfg.clip_eps, cfg.kl_coef)
         n_prompts = len(batch["prompts"])
         scale = n_prompts / max(int(mask.sum()), 1)  # per-token mean, counted in prompts by the loop
