@@ -9,6 +9,8 @@ import hashlib
 import json
 import pickle
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -212,8 +214,10 @@ def test_remote_code_is_off_unless_the_user_sets_it(tmp_path):
     except Exception:  # noqa: BLE001 - refusing is fine; running the code is not
         pass
     assert not marker.exists()
-    try:  # the user's explicit choice is honoured (which shows the folder's code would have run)
-        load_model(ModelConfig(name=str(folder), trust_remote_code=True))
-    except Exception:  # noqa: BLE001 - evil.py defines no model class
-        pass
+    # The user's explicit choice is honoured (which shows the folder's code would have run). In a child
+    # process: transformers registers the folder's classes globally, which would leak into other tests.
+    code = ("from lmtune.config import ModelConfig\nfrom lmtune.model.load import load_model\n"
+            f"try:\n    load_model(ModelConfig(name={str(folder)!r}, trust_remote_code=True))\n"
+            "except Exception:\n    pass\n")  # evil.py defines no model class
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
     assert marker.exists()

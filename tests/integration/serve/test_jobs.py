@@ -45,8 +45,10 @@ def _said(client, job_id: str, text: str) -> bool:
     return any(e.message.startswith(text) for e in client.fine_tuning.jobs.list_events(job_id, limit=1000))
 
 
-def test_paused_resumed_then_cancelled_job(alpha, finished):
+def test_paused_resumed_then_cancelled_job(alpha, finished, wait):
     _, doomed = finished
+    # The worker stops the training child on its next poll after the cancel; wait for it to say so.
+    wait(alpha, doomed.id, ("cancelled",), check=lambda j: _said(alpha, j.id, "Training stopped: the job was cancelled"))
     assert doomed.status == "cancelled" and doomed.fine_tuned_model is None
     messages = [e.message for e in alpha.fine_tuning.jobs.list_events(doomed.id, limit=1000)]
     assert "Training stopped: the job was cancelled" in messages
