@@ -3,7 +3,7 @@
     python bench/tweeteval_table.py [runs/tweeteval]
 
 Each row: the task's official metric on the whole test set (macro-F1; F1 of the ironic class for
-irony) with its 95 % bootstrap interval, accuracy, the zero-shot prompt baseline, training time,
+irony) with its 95 % bootstrap interval (bold in the first table where it beats both FastText and LSTM), accuracy, the zero-shot prompt baseline, training time,
 wall time, peak memory and the command that made it.
 """
 
@@ -48,7 +48,9 @@ def main(root: Path) -> None:
             tuned = evaluation["systems"]["fine-tuned"]
             base = evaluation["systems"].get("base zero-shot", {})
             value, ci = official(task, tuned)
-            cells[task, model] = f"**{value:.1f}**"
+            # Bold where the row beats both FastText and LSTM (the issue's target).
+            beaten = max(PAPER["FastText"][TASKS.index(task)], PAPER["LSTM"][TASKS.index(task)])
+            cells[task, model] = f"**{value:.1f}**" if value > beaten else f"{value:.1f}"
             result = lineage["result"]
             base_value = f"{official(task, base)[0]:.1f}" if "macro_f1" in base else "-"
             details.append(
