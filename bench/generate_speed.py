@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
     args = parser.parse_args()
 
-    from lmtune.config import load_config
+    from lmtune.config_file import load_config
     from lmtune.data.formats import load_examples
     from lmtune.evaluate.compare import prompt_and_reference
     from lmtune.evaluate.generate import generate

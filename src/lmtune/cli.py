@@ -23,7 +23,8 @@ import sys
 from pathlib import Path
 
 from lmtune import __version__
-from lmtune.config import ConfigError, DataConfig, ModelConfig, dump_config, load_config, schema_text
+from lmtune.config import DataConfig, ModelConfig
+from lmtune.config_file import ConfigError, dump_config, load_config, schema_text
 from lmtune.data.records import DataError
 from lmtune.model.builtin import ModelError
 from lmtune.serve.cli import add_keys_parser, add_serve_parser

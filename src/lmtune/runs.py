@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import lmtune
-from lmtune.config import RunConfig, dump_config, load_config
+from lmtune.config import RunConfig
+from lmtune.config_file import dump_config, load_config
 
 LINEAGE = "lmtune.json"
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lmtune.config import ConfigError, RunConfig, dump_config, load_config
+from lmtune.config import RunConfig
+from lmtune.config_file import ConfigError, dump_config, load_config
 from lmtune.data.encode import with_system
 from lmtune.data.records import Message
 from lmtune.data.templates import generation_prompt, resolve_template

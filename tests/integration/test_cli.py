@@ -18,7 +18,7 @@ import yaml
 from safetensors.torch import load_file
 
 from lmtune.cli import main
-from lmtune.config import load_config
+from lmtune.config_file import load_config
 from lmtune.runs import read_lineage
 from lmtune.use import load_for_inference
 

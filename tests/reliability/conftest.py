@@ -43,20 +43,8 @@ def rserver(tmp_path_factory):
     srv.stop()
 
 
-@pytest.fixture
-def own_server(tmp_path):
-    """Server(tmp_path / name, **settings) factories stopped after the test."""
-    made: list = []
-
-    def make(name: str = "own", **settings):
-        root = tmp_path / name
-        root.mkdir()
-        made.append(Server(root, **settings))
-        return made[-1]
-
-    yield make
-    for srv in made:
-        srv.stop()
+# The serve suite's factory of private servers (stopped after each test), under its own name.
+make_server = serve.make_server
 
 
 @pytest.fixture(scope="package")

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lmtune.config import load_config
+from lmtune.config_file import load_config
 from lmtune.train import checkpoint as ckpt
 
 ROOT = Path(__file__).resolve().parents[2]

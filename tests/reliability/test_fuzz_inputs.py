@@ -14,7 +14,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lmtune.config import ConfigError, load_config
+from lmtune.config_file import ConfigError, load_config
 from lmtune.data.formats import FORMATS, detect_format, load_examples, row_format, to_example
 from lmtune.data.records import DataError, Row
 from lmtune.data.validate import format_report, validate_file

@@ -67,8 +67,8 @@ def _keep_listing(api: httpx.Client, job_id: str, stop: threading.Event, seen: d
         seen["listings"] = seen.get("listings", 0) + 1
 
 
-def test_sigkill_mid_upload_validation_training_and_listing(own_server, chat_data, capsys):
-    server = own_server("crash", checkpoint_every=2, max_upload_bytes=5_000_000)
+def test_sigkill_mid_upload_validation_training_and_listing(make_server, chat_data, capsys):
+    server = make_server("crash", checkpoint_every=2, max_upload_bytes=5_000_000)
     server.start()
     key = server.key("alpha")
     headers = {"Authorization": f"Bearer {key}"}

@@ -31,7 +31,7 @@ CHECKPOINT_FILES = ("trainable.safetensors", "optimizer.pt", "scheduler.pt", "rn
 
 
 def config(out: Path, max_steps: int):
-    from lmtune.config import load_config
+    from lmtune.config_file import load_config
 
     return load_config(ROOT / "configs" / "tiny.yaml", [
         "training.num_threads=1", "eval.at_end=false", f"training.max_steps={max_steps}", "training.save_every=1",

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from lmtune.config import (
+from lmtune.config import RunConfig
+from lmtune.config_file import (
     ConfigError,
-    RunConfig,
     config_from_dict,
     dump_config,
     load_config,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lmtune.config import load_config
+from lmtune.config_file import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from peft import PeftModel
 
-from lmtune.config import load_config
+from lmtune.config_file import load_config
 from lmtune.data.prepare import prepare_data
 from lmtune.evaluate.forgetting import forgetting_report, general_text_loss
 from lmtune.evaluate.suite import Echo, prompt_baselines, split_scores, write_comparison

@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
+from lmtune.fsutil import fsync_path
+
 SUFFIXES = (".jsonl.gz", ".json.gz", ".csv.gz", ".txt.gz", ".jsonl", ".json", ".csv", ".parquet", ".txt")
 MAX_FILENAME = 255
 
@@ -42,14 +44,6 @@ def blob_suffix(filename: str) -> str:
     return next((s for s in SUFFIXES if lower.endswith(s)), ".jsonl")
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_stream(folder: Path, file_id: str, filename: str, source: BinaryIO, limit: int) -> tuple[Path, int]:
     """Copy `source` into the blob of `file_id` durably; raises TooLarge past `limit` bytes."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -67,7 +61,7 @@ def save_stream(folder: Path, file_id: str, filename: str, source: BinaryIO, lim
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, final)
-        _fsync_dir(folder)
+        fsync_path(folder)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -87,7 +87,7 @@ class Worker:
 
     def start(self, job: dict[str, Any]) -> None:
         """Start the training child: resuming from the job's latest checkpoint when there is one."""
-        from lmtune.config import dump_config
+        from lmtune.config_file import dump_config
         from lmtune.runs import read_lineage
 
         run_dir = Path(job["run_dir"]) if job["run_dir"] else None
@@ -200,7 +200,7 @@ def _watch_parent(parent: int) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from lmtune.config import load_config
+    from lmtune.config_file import load_config
     from lmtune.train.run import run_training
 
     _watch_parent(os.getppid())

@@ -61,14 +61,7 @@ def plot_losses(metrics_path: Path, out_png: Path) -> Path:
         ax.plot(*zip(*train), label="train loss", linewidth=1)
     if evals:
         ax.plot(*zip(*evals), "o-", label="validation loss")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss (nats/token)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_png)
-    plt.close(fig)
-    return out_png
+    return _save(fig, ax, "loss (nats/token)", out_png)
 
 
 def plot_metric(metrics_path: Path, key: str, out_png: Path, label: str) -> Path | None:
@@ -88,8 +81,13 @@ def plot_metric(metrics_path: Path, key: str, out_png: Path, label: str) -> Path
         ax.plot([s for s, _ in train], smooth, label=f"train {label} ({window}-step mean)", linewidth=2)
     if evals:
         ax.plot(*zip(*evals), "o-", label=f"validation {label}")
+    return _save(fig, ax, label, out_png)
+
+
+def _save(fig, ax, ylabel: str, out_png: Path) -> Path:
+    """Label the step axis, add grid and legend, write the PNG and free the figure."""
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel(label)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

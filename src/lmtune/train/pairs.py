@@ -67,6 +67,20 @@ def reference_logps(model: torch.nn.Module, batch: Batch, reference: torch.nn.Mo
             return sequence_logps(peft, batch)
 
 
+def _pair_objective(name: str, pad_id: int, loss, margins, prepare=None) -> Objective:
+    """What every pair objective shares: the stacked collate, one unit per pair, the preference summary."""
+    return Objective(
+        name=name,
+        collate=lambda items: pair_collate(items, pad_id),
+        loss=loss,
+        units=lambda pair: 1,
+        length=lambda pair: len(pair[0].input_ids) + len(pair[1].input_ids),
+        summarize=preference_summary,
+        margins=margins,
+        prepare=prepare,
+    )
+
+
 def dpo_objective(pad_id: int, beta: float, kind: str = "sigmoid", reference: torch.nn.Module | None = None,
                   precompute: bool = False) -> Objective:
     """DPO (sigmoid) or IPO on chosen/rejected pairs; the reference is `reference` or the adapter switched off."""
@@ -98,16 +112,7 @@ def dpo_objective(pad_id: int, beta: float, kind: str = "sigmoid", reference: to
             out += [(*p, float(c), float(r)) for p, c, r in zip(chunk, ref_c.tolist(), ref_r.tolist())]
         return out
 
-    return Objective(
-        name="dpo",
-        collate=lambda items: pair_collate(items, pad_id),
-        loss=loss,
-        units=lambda pair: 1,
-        length=lambda pair: len(pair[0].input_ids) + len(pair[1].input_ids),
-        summarize=preference_summary,
-        margins=margins,
-        prepare=prepare if precompute else None,
-    )
+    return _pair_objective("dpo", pad_id, loss, margins, prepare if precompute else None)
 
 
 def reward_objective(pad_id: int) -> Objective:
@@ -126,13 +131,5 @@ def reward_objective(pad_id: int) -> Objective:
         chosen, rejected = scores(model, batch)
         return {"score": chosen - rejected}
 
-    return Objective(
-        name="reward",
-        collate=lambda items: pair_collate(items, pad_id),
-        loss=loss,
-        units=lambda pair: 1,
-        length=lambda pair: len(pair[0].input_ids) + len(pair[1].input_ids),
-        summarize=preference_summary,
-        margins=margins,
-    )
+    return _pair_objective("reward", pad_id, loss, margins)
 

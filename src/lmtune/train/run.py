@@ -17,7 +17,8 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import broadcast_object_list
 
-from lmtune.config import RunConfig, dump_config
+from lmtune.config import RunConfig
+from lmtune.config_file import dump_config
 from lmtune.data.prepare import manifest_summary, prepare_data
 from lmtune.evaluate.forgetting import forgetting_report, general_text_loss
 from lmtune.evaluate.suite import prompt_baselines, split_scores, write_comparison, write_json

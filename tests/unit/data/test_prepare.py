@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lmtune.config import config_from_dict
+from lmtune.config_file import config_from_dict
 from lmtune.data.encode import Encoded
 from lmtune.data import cache
 from lmtune.data.prepare import PreparedData, fingerprint, load_prepared, manifest_summary, prepare_data, token_stats
