@@ -163,7 +163,10 @@ def fit(
             packed = accelerator.reduce(packed, reduction="sum")
         loss_sum = packed[0]
         # The objective's own statistics of this step (token accuracy, reward accuracy, mean reward, ...).
-        train_view = objective.summarize({k: packed[i + 1].item() for i, k in enumerate(keys)}, step_units)
+        totals = {k: packed[i + 1].item() for i, k in enumerate(keys)}
+        train_view = objective.summarize(totals, step_units)
+        if not step_tokens:  # GRPO: the tokens exist only once sampled; count the completion tokens trained on
+            step_tokens = int(totals.get("n_tokens", 0))
         step_loss = loss_sum.item() / max(step_units, 1)
         elapsed = time.perf_counter() - started
         train_time += elapsed

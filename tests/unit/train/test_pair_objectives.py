@@ -152,4 +152,27 @@ def test_grpo_samples_score_and_train(tokenizer, tmp_path, training_cfg):
     assert len(train) == 2 and all("train_reward" in r and "train_kl" in r for r in train)
     assert train[0]["train_kl"] == pytest.approx(0.0, abs=1e-6)  # the adapter starts at zero: policy == reference
     assert all(0 < r["train_completion_length"] <= 6 for r in train)
+    # The tokens trained on are the sampled completions: 2 prompts x 4 samples x the mean length.
+    assert all(r["tokens"] == round(8 * r["train_completion_length"]) and r["tokens_per_s"] > 0 for r in train)
     assert result.steps == 2
+
+
+def test_held_out_pair_scores_keep_the_pairs_order_and_skip_the_base_reference_pass(tokenizer):
+    from lmtune.evaluate.pairs import pair_margins
+
+    model = lora_lm()
+    perturb_adapter(model)
+    objective = dpo_objective(tokenizer.pad_token_id, beta=0.1)
+    encoded = pairs(tokenizer)
+    one_by_one = [objective.margins(model, objective.collate([p])) for p in encoded]
+    # Scored in length-sorted batches of 3, given back in the pairs' own order.
+    batched = pair_margins(model, encoded, objective, batch_size=3)
+    for name in ("implicit_reward", "logp"):
+        want = torch.cat([m[name] for m in one_by_one]).numpy()
+        assert batched[name] == pytest.approx(want, abs=1e-5)
+    base = model.get_base_model()  # the plain base is its own reference: margins 0, one forward per batch
+    calls = []
+    hook = base.register_forward_hook(lambda *args: calls.append(1))
+    base_scores = pair_margins(base, encoded, objective, batch_size=4)
+    hook.remove()
+    assert len(calls) == 1 and (base_scores["implicit_reward"] == 0).all()
