@@ -32,7 +32,9 @@ def pair_margins(model, pairs: list, objective, batch_size: int) -> dict[str, np
         chunk = order[start : start + batch_size]
         batch = to_device(objective.collate([pairs[i] for i in chunk]), device)
         for name, values in objective.margins(model, batch).items():
-            found.setdefault(name, np.zeros(len(pairs)))[chunk] = values.float().cpu().numpy()
+            if name not in found:
+                found[name] = np.zeros(len(pairs))
+            found[name][chunk] = values.float().cpu().numpy()
     model.train(was_training)
     return found
 

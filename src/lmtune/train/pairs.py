@@ -50,11 +50,13 @@ def peft_of(model: torch.nn.Module) -> Any:
     return inner if hasattr(inner, "disable_adapter") else None
 
 
-def reference_logps(model: torch.nn.Module, batch: Batch, reference: torch.nn.Module | None) -> torch.Tensor:
+def reference_logps(model: torch.nn.Module, batch: Batch, reference: torch.nn.Module | None,
+                    own_logps: torch.Tensor | None = None) -> torch.Tensor:
     """Log-probs [2B] under the frozen reference: a given model, or the policy with its adapter off.
 
     build_objective always gives full fine-tuning its frozen copy, so a plain model without one is
-    the untouched base being scored as a baseline, and is its own reference."""
+    the untouched base being scored as a baseline, and is its own reference: its `own_logps`, when
+    the caller has them, are returned instead of a second pass."""
     if "ref_logps" in batch:
         return batch["ref_logps"]
     with torch.no_grad():
@@ -62,7 +64,7 @@ def reference_logps(model: torch.nn.Module, batch: Batch, reference: torch.nn.Mo
             return sequence_logps(reference, batch)
         peft = peft_of(model)
         if peft is None:  # the base before any update (baseline scoring): it is its own reference
-            return sequence_logps(model, batch)
+            return own_logps.detach() if own_logps is not None else sequence_logps(model, batch)
         with peft.disable_adapter():  # nests safely: peft restores the state it found
             return sequence_logps(peft, batch)
 
@@ -97,9 +99,7 @@ def dpo_objective(pad_id: int, beta: float, kind: str = "sigmoid", reference: to
     @torch.no_grad()
     def margins(model: torch.nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         logps = sequence_logps(model, batch)
-        # The untouched base is its own reference: one pass instead of two (its implicit rewards are 0).
-        own = reference is None and "ref_logps" not in batch and peft_of(model) is None
-        ref_c, ref_r = split(logps if own else reference_logps(model, batch, reference))
+        ref_c, ref_r = split(reference_logps(model, batch, reference, own_logps=logps))
         pol_c, pol_r = split(logps)
         return {"implicit_reward": beta * ((pol_c - ref_c) - (pol_r - ref_r)), "logp": pol_c - pol_r}
 
