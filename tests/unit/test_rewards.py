@@ -142,3 +142,15 @@ def test_call_reward_checks_the_scores():
         call_reward(lambda p, c, r: [1.0, float("nan")], "s", ["", ""], ["a", "b"], [None, None])
     with pytest.raises(TypeError, match="list of numbers"):
         call_reward(lambda p, c, r: None, "s", ["", ""], ["a", "b"], [None, None])
+
+
+@pytest.mark.parametrize("completion, want", [
+    ("3 + 4 = 7\n#### 7", 2.0),        # right and in format
+    ("3 + 4 = 8\n#### 8", 1.0),        # in format only
+    ("The answer is 7.", 1.5),          # right, a number but not the final line
+    ("I am not sure.", 0.0),
+])
+def test_the_shipped_config_reward_file_adds_numeric_and_format(completion, want):
+    root = Path(__file__).resolve().parents[2]
+    fn = load_reward_function("configs/preference/gsm8k_rewards.py:numeric_and_format", base_dir=root)
+    assert fn([""], [completion], ["3 + 4 = <<3+4=7>>7\n#### 7"]) == [want]
