@@ -2,7 +2,8 @@
 
 The shipped GSM8K numeric reward alone gives SmolLM2-135M-Instruct almost no signal (about 1 % of
 its sampled answers are right, so nearly every group of samples scores 0 and its advantages are 0);
-the shipped format reward adds a signal the model can climb while the numeric part still pays most.
+the shipped format reward adds a signal the model can climb. Measured (docs/results.md): at equal
+weights the format was learnt and the test numeric match fell, so weigh the format part lower.
 """
 
 from lmtune.rewards import answer_format, gsm8k_numeric
