@@ -41,11 +41,16 @@ def test_data_files_exist_relative_to_the_project_root(path):
     assert missing == [], f"{path.name} names data files that do not exist: {missing}"
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=IDS)
+GRPO = [p for p in CONFIGS if load_config(p).method.task == "grpo"]
+
+
+def test_there_is_a_grpo_config():
+    assert GRPO, "no GRPO config under configs/"
+
+
+@pytest.mark.parametrize("path", GRPO, ids=[p.name for p in GRPO])
 def test_grpo_reward_loads(path):
     cfg = load_config(path)
-    if cfg.method.task != "grpo":
-        pytest.skip("not a GRPO config")
     fn = load_reward_function(cfg.method.grpo.reward, base_dir=ROOT)
     right, wrong = fn(["", ""], ["1 + 1 = 2\n#### 2", "I do not know."], ["#### 2", "#### 2"])
     assert right > wrong
