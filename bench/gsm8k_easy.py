@@ -1,6 +1,6 @@
 """Write the GSM8K subset the GRPO run trains on: problems whose reference solution has at most one
-calculation step (one `<<a op b=c>>` annotation), a level SmolLM2-135M solves often enough for a group
-of samples to disagree (with no disagreement, group-normalised advantages are zero and nothing is learnt).
+calculation step (one `<<a op b=c>>` annotation), the easiest level of GSM8K. SmolLM2-135M-Instruct
+still solves only about 1 % of it (docs/results.md), too few for a group of samples to disagree.
 
     python bench/gsm8k_easy.py                       # -> runs/data/gsm8k-easy/{train,test}.jsonl
     python bench/gsm8k_easy.py --max-steps 2 --out DIR
