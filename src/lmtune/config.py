@@ -103,6 +103,10 @@ class GrpoConfig(Section):
     reward: str = "lmtune.rewards:gsm8k_numeric"
     """Reward: `module:function` (a Python file path or an importable module; read only from a local
     config file, never from the API) or the folder of a reward-model run."""
+    monitor: list[str] = Field(default_factory=list)
+    """More rewards (same forms as `reward`) scored on every sampled completion and logged per step as
+    `train_reward_<function>` / `eval_reward_<function>`, not trained on: e.g. the exact numeric match
+    beside a shaped reward."""
     group_size: int = Field(8, ge=2)
     """Completions sampled per prompt (training.batch_size prompts per micro-batch); advantages are
     normalised within each group."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -48,7 +49,10 @@ def _is_text_field(path: list[str]) -> bool:
             ann = get_args(ann)[1]
         else:
             return False
-    return ann is str or (str in get_args(ann) and set(get_args(ann)) <= {str, type(None)})
+    if ann is str:
+        return True
+    # str | None, not list[str] (whose args are also (str,)): a list typed as YAML stays a list.
+    return get_origin(ann) in (Union, UnionType) and set(get_args(ann)) <= {str, type(None)}
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

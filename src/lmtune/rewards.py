@@ -64,6 +64,25 @@ def gsm8k_numeric(prompts: list[str], completions: list[str], references: list[s
     return out
 
 
+def gsm8k_closeness(prompts: list[str], completions: list[str], references: list[str | None]) -> list[float]:
+    """1.0 for the reference's number, else 0.5 * exp(-|answer - reference| / max(|reference|, 1)), 0.0 with no number.
+
+    gsm8k_numeric with partial credit for near misses: a model that is almost never exactly right
+    still gets groups of samples that score apart, so GRPO has advantages to learn from.
+    """
+    out = []
+    for completion, reference in zip(completions, references, strict=True):
+        want, got = gsm8k_answer(reference), final_answer(completion)
+        if want is None or got is None:
+            out.append(0.0)
+        elif got == want:
+            out.append(1.0)
+        else:
+            gap = abs(float(got) - float(want)) / max(abs(float(want)), 1.0)
+            out.append(0.5 * math.exp(-gap))
+    return out
+
+
 def answer_format(prompts: list[str], completions: list[str], references: list[str | None]) -> list[float]:
     """1.0 when the last non-blank line is '#### <number>', 0.5 when there is a number elsewhere, else 0.0.
 

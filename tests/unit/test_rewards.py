@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 
-from lmtune.rewards import answer_format, call_reward, final_answer, gsm8k_numeric, load_reward_function
+from lmtune.rewards import (
+    answer_format,
+    call_reward,
+    final_answer,
+    gsm8k_closeness,
+    gsm8k_numeric,
+    load_reward_function,
+)
 
 GSM8K = Path("/work/shared/data/gsm8k/test.jsonl")
 REF_18 = "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\nShe makes 9 * 2 = $<<9*2=18>>18 every day.\n#### 18"
@@ -61,6 +69,29 @@ def test_gsm8k_numeric_on_real_answers():
 def test_gsm8k_numeric_requires_one_reference_per_completion():
     with pytest.raises(ValueError):
         gsm8k_numeric(["p", "q"], ["#### 1", "#### 2"], ["#### 1"])
+
+
+@pytest.mark.parametrize("completion, reference, want", [
+    ("#### 18", REF_18, 1.0),
+    ("The answer is 18.0", REF_18, 1.0),
+    ("#### 9", REF_18, 0.5 * math.exp(-9 / 18)),
+    ("#### 27", REF_18, 0.5 * math.exp(-9 / 18)),  # as far above as below
+    ("#### 1,018", REF_18, 0.5 * math.exp(-1000 / 18)),
+    ("#### 0.5", "#### 0", 0.5 * math.exp(-0.5)),  # a reference of 0 scales by 1
+    ("#### -2", "#### 3", 0.5 * math.exp(-5 / 3)),
+    ("no number", REF_18, 0.0),
+    ("#### 18", None, 0.0),
+])
+def test_gsm8k_closeness_gives_partial_credit_by_relative_error(completion, reference, want):
+    assert gsm8k_closeness([""], [completion], [reference]) == [pytest.approx(want, rel=1e-12)]
+
+
+def test_gsm8k_closeness_agrees_with_the_numeric_reward_on_real_answers():
+    refs = gsm8k_answers()
+    finals = [ref.rpartition("####")[2].strip() for ref in refs]
+    assert gsm8k_closeness([""] * len(refs), refs, refs) == [1.0] * len(refs)
+    near = gsm8k_closeness([""] * len(refs), [f"#### {int(x) + 1}" for x in finals], refs)
+    assert all(0 < r < 0.5 for r in near)  # every miss scores below any exact answer
 
 
 @pytest.mark.parametrize("completion, want", [

@@ -106,8 +106,18 @@ def _token_logps(model, batch: Batch, temperature: float = 1.0) -> torch.Tensor:
     return logps.masked_scatter(keep, flat)
 
 
-def grpo_objective(tokenizer, cfg: GrpoConfig, data_cfg: DataConfig, reward: RewardFn) -> Objective:
-    """GRPO on prompts (chat examples): sampled groups, group-normalised advantages, clipped loss with KL."""
+def monitor_name(spec: str) -> str:
+    """The metric name of a monitored reward: its function name, or a reward-model run's folder name."""
+    return Path(spec).name if ":" not in spec else spec.rpartition(":")[2]
+
+
+def grpo_objective(tokenizer, cfg: GrpoConfig, data_cfg: DataConfig, reward: RewardFn,
+                   monitors: dict[str, RewardFn] | None = None) -> Objective:
+    """GRPO on prompts (chat examples): sampled groups, group-normalised advantages, clipped loss with KL.
+
+    `monitors` (name -> reward) are scored on the same completions and logged, never trained on.
+    """
+    monitors = monitors or {}
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def collate(items: list[Example]) -> Batch:
@@ -141,6 +151,8 @@ def grpo_objective(tokenizer, cfg: GrpoConfig, data_cfg: DataConfig, reward: Rew
         scale = n_prompts / max(int(mask.sum()), 1)  # per-token mean, counted in prompts by the loop
         sums.update(loss_sum=loss_sum.detach() * scale, reward_sum=rewards.sum() / cfg.group_size,
                     n_completions=torch.tensor(float(len(samples))))
+        for name, fn in monitors.items():
+            sums[f"monitor_{name}_sum"] = torch.tensor(sum(fn(prompts, texts, refs)) / cfg.group_size)
         return loss_sum * scale, sums
 
     def summarize(totals: dict[str, float], n: float) -> dict[str, float]:
@@ -151,6 +163,8 @@ def grpo_objective(tokenizer, cfg: GrpoConfig, data_cfg: DataConfig, reward: Rew
             "eval_kl": totals.get("kl_sum", 0.0) / tokens,
             "eval_clipped_fraction": totals.get("n_clipped", 0.0) / tokens,
             "eval_completion_length": totals.get("n_tokens", 0.0) / max(totals.get("n_completions", 0.0), 1.0),
+            **{f"eval_reward_{name}": totals.get(f"monitor_{name}_sum", 0.0) / n if n else float("nan")
+               for name in monitors},
         }
 
     # length 0: sampled token counts are only known inside the loss (logged as completion length).

@@ -12,7 +12,7 @@ import copy
 
 from lmtune.config import RunConfig
 from lmtune.train.classification import class_weights, classification_objective
-from lmtune.train.grpo import grpo_objective, load_reward
+from lmtune.train.grpo import grpo_objective, load_reward, monitor_name
 from lmtune.train.objectives import Objective, sft_objective
 from lmtune.train.pairs import dpo_objective, reward_objective
 
@@ -76,5 +76,9 @@ def build_objective(cfg: RunConfig, tokenizer, data=None, model=None) -> Objecti
         d = cfg.method.dpo
         return dpo_objective(pad_id_of(tokenizer), d.beta, d.loss, reference, d.precompute_reference)
     if task == "grpo":
-        return grpo_objective(tokenizer, cfg.method.grpo, cfg.data, load_reward(cfg.method.grpo.reward, cfg.data))
+        grpo = cfg.method.grpo
+        monitors = {monitor_name(spec): load_reward(spec, cfg.data) for spec in grpo.monitor}
+        if len(monitors) != len(grpo.monitor):
+            raise ValueError(f"method.grpo.monitor: two rewards share a function name in {grpo.monitor}")
+        return grpo_objective(tokenizer, grpo, cfg.data, load_reward(grpo.reward, cfg.data), monitors)
     raise ValueError(f"unknown method.task {task!r}")

@@ -64,24 +64,38 @@ def plot_losses(metrics_path: Path, out_png: Path) -> Path:
     return _save(fig, ax, "loss (nats/token)", out_png)
 
 
-def plot_metric(metrics_path: Path, key: str, out_png: Path, label: str) -> Path | None:
-    """One training metric (e.g. GRPO's mean reward) against the step, with its validation twin if logged."""
+def plot_metric(metrics_path: Path, key: str, out_png: Path, label: str, also: tuple[str, ...] = ()) -> Path | None:
+    """One training metric (e.g. GRPO's mean reward) against the step, with its validation twin if logged;
+    `also` adds the moving averages of related metrics (e.g. monitored rewards) to the same axes."""
     records = read_metrics(metrics_path)
-    train = [(r["step"], r["train_" + key]) for r in records if r.get("kind") == "train" and "train_" + key in r]
-    evals = [(r["step"], r["eval_" + key]) for r in records if r.get("kind") == "eval" and "eval_" + key in r]
+    train = _series(records, "train", "train_" + key)
+    evals = _series(records, "eval", "eval_" + key)
     if not train:
         return None
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     ax.plot(*zip(*train), label=f"train {label}", linewidth=1, alpha=0.5)
     if len(train) >= 5:  # a moving average shows the trend through sampling noise
         window = max(5, len(train) // 10)
-        values = [v for _, v in train]
-        smooth = [sum(values[max(0, i - window + 1) : i + 1]) / len(values[max(0, i - window + 1) : i + 1])
-                  for i in range(len(values))]
-        ax.plot([s for s, _ in train], smooth, label=f"train {label} ({window}-step mean)", linewidth=2)
+        ax.plot(*zip(*_moving_mean(train, window)), label=f"train {label} ({window}-step mean)", linewidth=2)
+        for other in also:
+            series = _series(records, "train", "train_" + other)
+            if series:
+                ax.plot(*zip(*_moving_mean(series, window)), "--", label=f"train {other} ({window}-step mean)")
     if evals:
         ax.plot(*zip(*evals), "o-", label=f"validation {label}")
     return _save(fig, ax, label, out_png)
+
+
+def _series(records: list[dict], kind: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) of `key` in the records of one kind."""
+    return [(r["step"], r[key]) for r in records if r.get("kind") == kind and key in r]
+
+
+def _moving_mean(series: list[tuple[int, float]], window: int) -> list[tuple[int, float]]:
+    """Trailing mean over `window` points (fewer at the start)."""
+    values = [v for _, v in series]
+    return [(step, sum(values[max(0, i - window + 1) : i + 1]) / len(values[max(0, i - window + 1) : i + 1]))
+            for i, (step, _) in enumerate(series)]
 
 
 def _save(fig, ax, ylabel: str, out_png: Path) -> Path:

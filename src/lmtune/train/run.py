@@ -27,6 +27,7 @@ from lmtune.model.export import save_model
 from lmtune.model.load import describe_model, load_model, load_tokenizer, weights_hash
 from lmtune.runs import config_hash, find_resume_point, lineage_base, new_run_dir, run_config, write_lineage
 from lmtune.train.hardware import make_accelerator, resolve_precision
+from lmtune.train.grpo import monitor_name
 from lmtune.train.loop import fit
 from lmtune.train.metrics_log import plot_losses, plot_metric
 from lmtune.train.methods import build_objective, model_task, num_labels, training_items
@@ -116,7 +117,8 @@ def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print) 
         if (run_dir / "metrics.jsonl").exists():
             plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png")
             if cfg.method.task == "grpo":
-                plot_metric(run_dir / "metrics.jsonl", "reward", run_dir / "reward.png", "mean reward")
+                monitored = tuple(f"reward_{monitor_name(spec)}" for spec in cfg.method.grpo.monitor)
+                plot_metric(run_dir / "metrics.jsonl", "reward", run_dir / "reward.png", "mean reward", monitored)
     if evaluating:
         echo("scoring the fine-tuned model on the test split ...")
         tuned_scores = split_scores(accelerator.unwrap_model(model), tokenizer, data, "test", cfg, objective,

@@ -141,7 +141,9 @@ def test_grpo_samples_score_and_train(tokenizer, tmp_path, training_cfg):
     cfg = GrpoConfig(group_size=4, max_new_tokens=6, kl_coef=0.1)
     prompts = [Example("chat", messages=[Message("user", "Hi"), Message("assistant", "Hello")]),
                Example("chat", messages=[Message("user", "Bye"), Message("assistant", "Ciao")])]
-    objective = grpo_objective(tokenizer, cfg, DataConfig(template="chatml"), reward)
+    # Monitored rewards are logged beside the trained one: the same function logs the same mean.
+    monitors = {"short": reward, "three": lambda p, c, r: [3.0] * len(c)}
+    objective = grpo_objective(tokenizer, cfg, DataConfig(template="chatml"), reward, monitors)
     batch = objective.collate(prompts)
     assert batch["references"] == ["Hello", "Ciao"] and batch["prompts"][0].endswith("<|im_start|>assistant\n")
     samples = sample_completions(model, tokenizer, batch["prompts"] * 2, cfg)
@@ -150,6 +152,8 @@ def test_grpo_samples_score_and_train(tokenizer, tmp_path, training_cfg):
     result = fit(model, prompts, prompts, objective, training_cfg(batch_size=2, max_steps=2), tmp_path)
     train = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["kind"] == "train"]
     assert len(train) == 2 and all("train_reward" in r and "train_kl" in r for r in train)
+    assert all(r["train_reward_short"] == pytest.approx(r["train_reward"]) for r in train)
+    assert all(r["train_reward_three"] == pytest.approx(3.0) for r in train)
     assert train[0]["train_kl"] == pytest.approx(0.0, abs=1e-6)  # the adapter starts at zero: policy == reference
     assert all(0 < r["train_completion_length"] <= 6 for r in train)
     # The tokens trained on are the sampled completions: 2 prompts x 4 samples x the mean length.
