@@ -127,8 +127,9 @@ class MethodConfig(Section):
     """Objective: sft (causal LM, loss on answers or raw text), classification (a sequence-classification
     head on labelled text), reward (a one-output head, pairwise loss on preference pairs), dpo (direct
     preference optimisation against the frozen base) or grpo (online RL from a reward)."""
-    peft: Literal["none", "lora"] = "lora"
-    """Parameter-efficient method: none (full fine-tuning) or lora."""
+    peft: Literal["none", "lora", "head"] = "lora"
+    """Parameter-efficient method: none (full fine-tuning), lora, or head (classification and reward only:
+    the pretrained body frozen, only the task head and an encoder's pooler trained, a linear probe)."""
     class_weights: Literal["none", "auto"] | list[float] = "none"
     """classification: weight of each class in the loss; auto = n / (k * n_class) from the training split."""
     dpo: DpoConfig = Field(default_factory=DpoConfig)
@@ -263,4 +264,7 @@ class RunConfig(Section):
     def _check(self) -> "RunConfig":
         if self.data.split.validation + self.data.split.test >= 1.0:
             raise ValueError("data.split.validation + data.split.test must be below 1")
+        if self.method.peft == "head" and self.method.task not in ("classification", "reward"):
+            raise ValueError(f"method.peft head trains only a classification or reward head, "
+                             f"not method.task {self.method.task}")
         return self

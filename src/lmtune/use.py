@@ -80,10 +80,11 @@ def export_run(run: str | Path, merge_to: str | None = None, adapter_to: str | N
     """Write a run's result as a merged full model (safetensors) or as a separate adapter."""
     run = Path(run)
     cfg = run_config(run)
-    if not merge_to and cfg.method.peft == "none":
-        raise ConfigError("this run trained all weights: there is no separate adapter; use --merge OUT")
+    if not merge_to and cfg.method.peft != "lora":
+        raise ConfigError(f"this run (method.peft {cfg.method.peft}) saved a whole model, not a separate adapter; "
+                          "use --merge OUT")
     model, tokenizer = load_trained(_final(run), base_cfg=cfg.model)
-    if merge_to and cfg.method.peft != "none":
+    if merge_to and cfg.method.peft == "lora":
         merge_and_save(model, tokenizer, merge_to)
         out = Path(merge_to).expanduser()
     else:

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from lmtune.data.encode import encode_classification
 from lmtune.data.records import Example
@@ -84,3 +85,25 @@ def test_eval_reproduces_the_run_and_reuses_the_cached_baselines(classified, cap
     for name in first:
         assert again[name]["accuracy"] == first[name]["accuracy"]
         assert again[name]["macro_f1"] == pytest.approx(first[name]["macro_f1"])
+
+
+def test_head_only_run_leaves_the_body_as_it_was_and_exports_whole(tmp_path, capsys):
+    from lmtune.config import ModelConfig
+    from lmtune.model.load import load_model
+
+    runs = tmp_path / "runs"
+    overrides = sets(f"output.dir={runs}", f"model.cache_dir={tmp_path / 'c'}", "method.task=classification",
+                     "method.peft=head", "training.learning_rate=0.05", "eval.at_end=false",
+                     "training.max_steps=4", *FAST)
+    assert run_cli(["train", "configs/tiny.yaml", *overrides]) == 0
+    (run,) = runs.iterdir()
+    assert "training 128 of" in capsys.readouterr().out  # the score head only: 4 labels x 32 hidden, no bias
+    tuned, _, _ = load_for_inference(run)
+    base, _ = load_model(ModelConfig(name="tiny-llama"), task="sequence_classification", num_labels=4)
+    tuned_params = dict(tuned.named_parameters())
+    for name, param in base.named_parameters():
+        same = torch.equal(param, tuned_params[name])
+        assert same == (not name.startswith("score.")), name
+    assert run_cli(["export", str(run), "--adapter", str(tmp_path / "a")]) == 2
+    assert "saved a whole model, not a separate adapter" in capsys.readouterr().err
+    assert run_cli(["export", str(run), "--merge", str(tmp_path / "m")]) == 0

@@ -52,6 +52,13 @@ def apply_peft(
     (modules_to_save) and never puts an adapter on it.
     """
     quantized = bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
+    if method_cfg.peft == "head":
+        if task != "sequence_classification":
+            raise ModelError("method.peft head trains a classification or reward head; a language model has none")
+        head = set(head_parameter_names(model))
+        for name, param in model.named_parameters():
+            param.requires_grad_(name in head)
+        return model
     if method_cfg.peft == "none":
         if quantized:
             raise ModelError("full fine-tuning (method.peft none) cannot update 4-bit weights; use method.peft lora")
@@ -68,6 +75,22 @@ def apply_peft(
             return get_peft_model(model, lora_config(lora_cfg, task))
     except ValueError as err:
         raise ModelError(f"lora.target_modules {lora_cfg.target_modules!r}: {err}") from None
+
+
+def head_parameter_names(model: Any) -> list[str]:
+    """Parameters of a sequence classifier's task head: all outside the pretrained body, plus an encoder's pooler.
+
+    The body is `model.<base_model_prefix>` (`bert`, `model`, ...); BERT-style heads read the pooler's
+    output, so it is trained with the classifier (it is pretrained, but for a different objective).
+    """
+    prefix = getattr(model, "base_model_prefix", "")
+    if not prefix or not hasattr(model, prefix):
+        raise ModelError(f"{type(model).__name__} has no pretrained body to freeze (no base_model_prefix)")
+    names = [n for n, _ in model.named_parameters()
+             if not n.startswith(f"{prefix}.") or n.startswith(f"{prefix}.pooler.")]
+    if not names:
+        raise ModelError(f"{type(model).__name__} has no parameters outside its body {prefix!r}: no head to train")
+    return names
 
 
 def trainable_parameters(model: Any) -> list[tuple[str, torch.nn.Parameter]]:

@@ -9,7 +9,7 @@ import torch
 from peft.tuners.lora import LoraLayer
 
 from lmtune.config import LoraConfig, MethodConfig, ModelConfig
-from lmtune.model.adapters import apply_peft, trainable_parameters
+from lmtune.model.adapters import apply_peft, head_parameter_names, trainable_parameters
 from lmtune.model.load import ModelError, describe_model, load_model, weights_hash
 
 LINEAR = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
@@ -103,3 +103,32 @@ def test_sequence_classification_head_is_trained_not_adapted():
     names = [n for n, _ in trainable_parameters(model)]
     assert any("score" in n and "modules_to_save" in n for n in names)
     assert all("lora_" in n or "score" in n for n in names)
+
+
+def test_head_only_trains_the_score_and_a_step_moves_nothing_else():
+    model, tok = tiny("sequence_classification", num_labels=3)
+    model = apply_peft(model, MethodConfig(peft="head"), LoraConfig(), task="sequence_classification")
+    assert [n for n, _ in trainable_parameters(model)] == ["score.weight"]
+    body = {n: p.detach().clone() for n, p in model.named_parameters() if not n.startswith("score.")}
+    score = model.score.weight.detach().clone()
+    opt = torch.optim.SGD([p for _, p in trainable_parameters(model)], lr=0.5)
+    ids = tok(["some text", "other words"], return_tensors="pt", padding=True)
+    model(**ids, labels=torch.tensor([0, 2])).loss.backward()
+    opt.step()
+    assert not torch.equal(model.score.weight, score)
+    assert all(torch.equal(p, body[n]) for n, p in model.named_parameters() if n in body)
+    assert all(p.grad is None for n, p in model.named_parameters() if n in body)
+
+
+def test_head_only_on_an_encoder_trains_its_pooler_and_classifier():
+    model, _ = load_model(ModelConfig(name="minilm-l6"), task="sequence_classification", num_labels=2)
+    assert sorted(head_parameter_names(model)) == [
+        "bert.pooler.dense.bias", "bert.pooler.dense.weight", "classifier.bias", "classifier.weight"]
+    model = apply_peft(model, MethodConfig(peft="head"), LoraConfig(), task="sequence_classification")
+    assert describe_model(model)["trainable_parameters"] == 384 * 384 + 384 + 2 * 384 + 2
+
+
+def test_head_only_is_refused_for_a_language_model():
+    model, _ = tiny()
+    with pytest.raises(ModelError, match="method.peft head trains a classification or reward head"):
+        apply_peft(model, MethodConfig(peft="head"), LoraConfig())
