@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.peers.common import MODEL_SHAPES, ROOT, SYSTEMS, Spec, gsm8k_chats, prompt_completion_ids, write_chats
+from bench.peers.common import (LMTUNE_SYSTEMS, MODEL_SHAPES, ROOT, SYSTEMS, Spec, gsm8k_chats,
+                                prompt_completion_ids, write_chats)
 from bench.peers.machine import FLOPS_FORMULA, describe, matmul_peak, nonembedding_parameters
 from bench.peers.report import check_targets, markdown, summarize
 
@@ -180,7 +181,8 @@ def main(argv: list[str] | None = None) -> None:
         "spec": {k: v for k, v in base.__dict__.items() if k not in ("out_dir", "train_file", "eval_file", "source")},
         "rounds": args.rounds, "train_examples": n_train, "eval_examples": args.eval_examples,
         "longest_example": longest, "base_eval_loss": base_eval, "systems": systems,
-        "targets": check_targets(systems), "runs": runs,
+        "targets": {name: check_targets(systems, name) for name in LMTUNE_SYSTEMS if name in args.systems},
+        "runs": runs,
     }
     if not args.skip_generate:
         result["generation"] = generation_speed(args, env, work / "generate.log")

@@ -25,7 +25,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 GSM8K = ROOT.parent / "shared" / "data" / "gsm8k"
-SYSTEMS = ("hf-trainer", "trl-default", "trl-best", "lmtune")
+SYSTEMS = ("hf-trainer", "trl-default", "trl-best", "lmtune", "lmtune-lowmem")
+LMTUNE_SYSTEMS = ("lmtune", "lmtune-lowmem")  # lmtune's defaults, and the same with gradient checkpointing
 IGNORE = -100
 
 # Random-weight Llama shapes for the GPU variant (vocab from the SmolLM2 tokenizer, 49,152).

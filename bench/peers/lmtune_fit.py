@@ -1,6 +1,8 @@
-"""System 4: lmtune with its defaults (packed micro-batches, precision auto, AdamW, cosine schedule).
+"""System 4: lmtune with its defaults (packed micro-batches, precision auto, AdamW, cosine schedule);
+system 5 (`lmtune-lowmem`): the same with `training.gradient_checkpointing: true`, lmtune's memory lever.
 
     python -m bench.peers.worker train lmtune SPEC.json          # normally started by the driver
+    python -m bench.peers.worker train lmtune-lowmem SPEC.json
 
 The same pieces `lmtune train` chains (load_examples -> encode_example -> load_model -> apply_peft ->
 fit -> save_model), called directly so that the training set is exactly the shared subset: the full
@@ -17,8 +19,8 @@ from typing import Any
 from bench.peers.common import Spec, StepClock, peak_memory, throughput
 
 
-def run(spec: Spec) -> dict[str, Any]:
-    """Train with lmtune's loop and return the run's record."""
+def run(spec: Spec, gradient_checkpointing: bool = False) -> dict[str, Any]:
+    """Train with lmtune's loop (its defaults, optionally with gradient checkpointing) and return the run's record."""
     started = time.perf_counter()
     from lmtune.config import RunConfig
     from lmtune.data.encode import encode_example
@@ -38,6 +40,7 @@ def run(spec: Spec) -> dict[str, Any]:
         "training": {"batch_size": spec.batch_size, "grad_accum": spec.grad_accum, "max_steps": spec.steps,
                      "learning_rate": spec.learning_rate, "lr_scheduler": spec.scheduler,
                      "warmup_ratio": spec.warmup_ratio, "seed": spec.seed, "num_threads": spec.threads,
+                     "gradient_checkpointing": gradient_checkpointing,
                      "progress_bar": False, "eval_every": 10**9, "save_every": 10**9},
         "eval": {"at_end": False},
     })
@@ -62,7 +65,8 @@ def run(spec: Spec) -> dict[str, Any]:
                   setup_seconds=first_step_at - started, wall_seconds=time.perf_counter() - started)
     save_model(model, tokenizer, Path(spec.out_dir) / "adapter", base_cfg=cfg.model)
     record["settings"] = {"precision": resolve_precision(cfg.training.precision), "packing": cfg.training.packing,
-                          "pack_length": cfg.data.max_seq_len, "gradient_checkpointing": False,
+                          "pack_length": cfg.data.max_seq_len,
+                          "gradient_checkpointing": cfg.training.gradient_checkpointing,
                           "loss": "logits only at supervised positions (logits_to_keep mask)",
                           "truncated_examples": sum(1 for e in encoded if e.truncated)}
     return record
