@@ -10,11 +10,16 @@ wall time, peak memory and the command that made it.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
 TASKS = ("emotion", "irony", "hate", "offensive")
-MODELS = ("minilm", "smollm2")
+MODELS = {  # config-name suffix -> row label
+    "minilm": "lmtune minilm-l6 (full fine-tuning)",
+    "smollm2": "lmtune smollm2-135m-instruct (LoRA r16 + head)",
+    "minilm-head": "lmtune minilm-l6, encoder frozen, head only",
+}
 PAPER = {  # ../shared/data/README.md: TweetEval paper and leaderboard, test sets
     "SVM": (64.7, 61.7, 36.7, 52.3), "FastText": (65.2, 63.1, 50.6, 73.4), "LSTM": (66.0, 62.8, 52.6, 71.7),
     "RoBERTa-base": (76.1, 59.7, 46.6, 79.5),
@@ -29,7 +34,9 @@ def official(task: str, scores: dict) -> tuple[float, list[float]]:
 
 def newest_run(root: Path, name: str) -> Path | None:
     """The newest finished run folder of a config name."""
-    done = [p for p in sorted(root.glob(f"{name}-*")) if (p / "eval.json").exists()]
+    # Only <name>-<timestamp>: hate-minilm must not pick up hate-minilm-head-... or other variants.
+    stamped = re.compile(rf"{re.escape(name)}-\d{{8}}-\d{{6}}")
+    done = [p for p in sorted(root.glob(f"{name}-*")) if stamped.fullmatch(p.name) and (p / "eval.json").exists()]
     return done[-1] if done else None
 
 
@@ -41,7 +48,7 @@ def main(root: Path) -> None:
         for model in MODELS:
             run = newest_run(root, f"{task}-{model}")
             if run is None:
-                cells[task, model] = "not run"
+                cells[task, model] = "—"
                 continue
             evaluation = json.loads((run / "eval.json").read_text())
             lineage = json.loads((run / "lmtune.json").read_text())
@@ -62,7 +69,7 @@ def main(root: Path) -> None:
     print("|---|" + "---:|" * len(TASKS))
     for name, values in PAPER.items():
         print(f"| {name} (paper) | " + " | ".join(f"{v:.1f}" for v in values) + " |")
-    for model, label in zip(MODELS, ("lmtune minilm-l6 (full fine-tuning)", "lmtune smollm2-135m-instruct (LoRA r16 + head)")):
+    for model, label in MODELS.items():
         print(f"| {label} | " + " | ".join(cells[t, model] for t in TASKS) + " |")
     print()
     print("| task | model | official metric [95 % CI] | accuracy | zero-shot baseline | steps | train min | "
