@@ -1,7 +1,7 @@
 """Resident memory of lmtune's training loop by phase: imports, weights touched, optimizer steps.
 
-    python bench/train_memory.py                       # with and without gradient checkpointing
-    python bench/train_memory.py --checkpointing on    # one setting, in this process
+    python -m bench.train_memory                       # with and without gradient checkpointing
+    python -m bench.train_memory --checkpointing on    # one setting, in this process
 
 SmolLM2-135M-Instruct, LoRA r16 on all linear layers (lmtune's defaults), 2 optimizer steps of 2
 chats taken from the 4 longest of the first 40 GSM8K training chats, packed rows of at most 512
@@ -11,14 +11,13 @@ tokens. Prints the current resident set (/proc/self/statm) and its peak (ru_maxr
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-GSM8K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k" / "train.jsonl"
+from bench.peers.common import ROOT, gsm8k_chats, write_chats
 
 
 def rss() -> str:
@@ -47,14 +46,9 @@ def measure(checkpointing: bool) -> None:
                      "progress_bar": False, "eval_every": 10**9, "save_every": 10**9},
         "eval": {"at_end": False},
     })
-    rows = [json.loads(line) for line in GSM8K.read_text().splitlines()[:40]]
-    rows = sorted(rows, key=lambda r: -len(r["question"] + r["answer"]))[:4]
+    longest = sorted(gsm8k_chats("train", 0, 40), key=lambda chat: -sum(len(m["content"]) for m in chat))[:4]
     with tempfile.TemporaryDirectory() as tmp:
-        chats = Path(tmp) / "chats.jsonl"
-        chats.write_text("".join(json.dumps({"messages": [{"role": "user", "content": r["question"]},
-                                                          {"role": "assistant", "content": r["answer"]}]}) + "\n"
-                                 for r in rows))
-        examples, _, _ = load_examples(chats)
+        examples, _, _ = load_examples(write_chats(longest, Path(tmp) / "chats.jsonl"))
         model, tokenizer = load_model(cfg.model)
         encoded = [encode_example(e, tokenizer, cfg.data) for e in examples]
         model = apply_peft(model, cfg.method, cfg.lora)
@@ -75,7 +69,7 @@ def main() -> None:
         measure(args.checkpointing == "on")
         return
     for setting in ("on", "off"):
-        subprocess.run([sys.executable, __file__, "--checkpointing", setting], check=True)
+        subprocess.run([sys.executable, "-m", "bench.train_memory", "--checkpointing", setting], cwd=ROOT, check=True)
 
 
 if __name__ == "__main__":
