@@ -67,6 +67,11 @@ class DataConfig(Section):
     """For labelled text trained by generation: the user prompt, with {text} and {labels} placeholders."""
     label_names: list[str] | None = None
     """Label set; read from mapping.txt next to TweetEval-style files, else from the data."""
+    normalize_whitespace: bool = True
+    """Labelled text (classification heads and label prompts): strip the ends and make every run of
+    whitespace one space before tokenising. WordPiece tokenizers (BERT, MiniLM) do this anyway; byte-level
+    BPE ones (Llama, SmolLM2) see whitespace, so formatting left by data collection can become a label
+    cue (TweetEval irony: two trailing spaces where a removed #irony hashtag was, in training only)."""
     train_on_prompt: bool = False
     """Also put loss on prompt/user tokens (default: only on answers)."""
     max_seq_len: int = Field(1024, gt=0)

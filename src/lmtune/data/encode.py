@@ -47,11 +47,17 @@ def with_system(messages: list[Message], system_prompt: str | None) -> list[Mess
     return [Message("system", system_prompt), *messages]
 
 
+def labelled_text(example: Example, data_cfg: DataConfig) -> str:
+    """The text of a labelled example as the model sees it (whitespace runs collapsed unless turned off)."""
+    text = example.text or ""
+    return " ".join(text.split()) if data_cfg.normalize_whitespace else text
+
+
 def label_chat(example: Example, data_cfg: DataConfig, label_names: list[str]) -> list[Message]:
     """A labelled example as a two-turn chat: the instruction with the text, then the label name."""
     instruction = data_cfg.instruction or DEFAULT_INSTRUCTION
     try:
-        prompt = instruction.format(text=example.text or "", labels=", ".join(label_names))
+        prompt = instruction.format(text=labelled_text(example, data_cfg), labels=", ".join(label_names))
     except (KeyError, IndexError) as err:
         raise ValueError(
             f"data.instruction {instruction!r} has an unknown placeholder {err}; use {{text}} and {{labels}}"
@@ -117,8 +123,9 @@ def encode_classification(example: Example, tokenizer, data_cfg: DataConfig, lab
         if example.label not in label_names:
             raise ValueError(f"{where} [label]: label {example.label!r} is not one of {label_names}")
         target = label_names.index(example.label)
-    full = tokenizer(example.text or "", add_special_tokens=True)["input_ids"]
-    ids = tokenizer(example.text or "", add_special_tokens=True, truncation=True,
+    text = labelled_text(example, data_cfg)
+    full = tokenizer(text, add_special_tokens=True)["input_ids"]
+    ids = tokenizer(text, add_special_tokens=True, truncation=True,
                     max_length=data_cfg.max_seq_len)["input_ids"]
     return Encoded(list(ids), [IGNORE] * len(ids), len(full) - len(ids), target)
 

@@ -108,6 +108,10 @@ def test_label_chat_custom_instruction_and_errors():
     assert label_chat(ex, cfg, ["a", "b"]) == [Message("user", "Emotion of t? (a, b)"), Message("assistant", "b")]
     with pytest.raises(ValueError, match="unknown placeholder"):
         label_chat(ex, DataConfig(instruction="{txt}"), ["a"])
+    spaced = Example("labelled", text=" t  u\n", label="b")
+    assert label_chat(spaced, cfg, ["a", "b"])[0] == Message("user", "Emotion of t u? (a, b)")
+    raw = cfg.model_copy(update={"normalize_whitespace": False})
+    assert label_chat(spaced, raw, ["a", "b"])[0] == Message("user", "Emotion of  t  u\n? (a, b)")
     tok = byte_tokenizer()
     with pytest.raises(ValueError, match=r"train.txt:7.*label_names"):
         encode_example(ex, tok, DataConfig())

@@ -50,6 +50,15 @@ def classifier(kind: str = "llama"):
     return model, tok
 
 
+def test_whitespace_is_normalised_so_it_cannot_be_a_label_cue(tokenizer):
+    # TweetEval irony's training tweets end in two spaces where #irony was removed; its test tweets do not.
+    cue = Example("labelled", text=" Great,\tanother  Monday  ", label="joy")
+    clean = Example("text", text="Great, another Monday")
+    on, off = DataConfig(), DataConfig(normalize_whitespace=False)
+    assert encode_classification(cue, tokenizer, on, LABELS).input_ids == encode_classification(clean, tokenizer, on, LABELS).input_ids
+    assert encode_classification(cue, tokenizer, off, LABELS).input_ids != encode_classification(clean, tokenizer, off, LABELS).input_ids
+
+
 def test_encoding_keeps_the_text_only_with_the_class_index(tokenizer):
     enc = encode_classification(examples()[1], tokenizer, DataConfig(max_seq_len=5), LABELS)
     assert enc.target == 1 and len(enc.input_ids) == 5 and enc.labels == [IGNORE] * 5
