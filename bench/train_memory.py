@@ -1,11 +1,12 @@
 """Resident memory of lmtune's training loop by phase: imports, weights touched, optimizer steps.
 
-    python -m bench.train_memory                       # with and without gradient checkpointing
-    python -m bench.train_memory --checkpointing on    # one setting, in this process
+    python -m bench.train_memory                                    # the four settings, each in its own process
+    python -m bench.train_memory --checkpointing on --release off   # one setting, in this process
 
 SmolLM2-135M-Instruct, LoRA r16 on all linear layers (lmtune's defaults), 2 optimizer steps of 2
 chats taken from the 4 longest of the first 40 GSM8K training chats, packed rows of at most 512
-tokens. Prints the current resident set (/proc/self/statm) and its peak (ru_maxrss) after each phase.
+tokens. Prints the current resident set (/proc/self/statm) and its peak (ru_maxrss) after each phase,
+with and without gradient checkpointing, and with and without `training.release_freed_memory`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def rss() -> str:
     return f"current {current:,.0f} MB, peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB"
 
 
-def measure(checkpointing: bool) -> None:
+def measure(checkpointing: bool, release: bool) -> None:
     """Train 2 steps and print the memory after each phase."""
     import torch
 
@@ -38,11 +39,13 @@ def measure(checkpointing: bool) -> None:
     from lmtune.train.loop import fit
     from lmtune.train.methods import build_objective
 
-    print(f"gradient checkpointing {'on' if checkpointing else 'off'}", flush=True)
+    print(f"gradient checkpointing {'on' if checkpointing else 'off'}, "
+          f"release_freed_memory {'on' if release else 'off'}", flush=True)
     print(f"  after imports: {rss()}", flush=True)
     cfg = RunConfig.model_validate({
         "data": {"max_seq_len": 512},
         "training": {"batch_size": 2, "max_steps": 2, "gradient_checkpointing": checkpointing,
+                     "release_freed_memory": release,
                      "progress_bar": False, "eval_every": 10**9, "save_every": 10**9},
         "eval": {"at_end": False},
     })
@@ -64,12 +67,15 @@ def main() -> None:
     """Measure one setting here, or both, each in its own process so each peak is its own."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpointing", choices=["on", "off"])
+    parser.add_argument("--release", choices=["on", "off"])
     args = parser.parse_args()
-    if args.checkpointing:
-        measure(args.checkpointing == "on")
+    if args.checkpointing and args.release:
+        measure(args.checkpointing == "on", args.release == "on")
         return
-    for setting in ("on", "off"):
-        subprocess.run([sys.executable, "-m", "bench.train_memory", "--checkpointing", setting], cwd=ROOT, check=True)
+    for checkpointing in ("on", "off"):
+        for release in ("on", "off"):
+            subprocess.run([sys.executable, "-m", "bench.train_memory", "--checkpointing", checkpointing,
+                            "--release", release], cwd=ROOT, check=True)
 
 
 if __name__ == "__main__":

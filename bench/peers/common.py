@@ -25,8 +25,14 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 GSM8K = ROOT.parent / "shared" / "data" / "gsm8k"
-SYSTEMS = ("hf-trainer", "trl-default", "trl-best", "lmtune", "lmtune-lowmem")
-LMTUNE_SYSTEMS = ("lmtune", "lmtune-lowmem")  # lmtune's defaults, and the same with gradient checkpointing
+# lmtune's defaults, and variants that change one training setting (a lever measured beside the defaults).
+LMTUNE_VARIANTS: dict[str, dict[str, Any]] = {
+    "lmtune": {},
+    "lmtune-lowmem": {"gradient_checkpointing": True},
+    "lmtune-heap": {"release_freed_memory": False},  # glibc's own heap behaviour: what releasing memory costs
+}
+LMTUNE_SYSTEMS = tuple(LMTUNE_VARIANTS)
+SYSTEMS = ("hf-trainer", "trl-default", "trl-best", *LMTUNE_SYSTEMS)
 IGNORE = -100
 
 # Random-weight Llama shapes for the GPU variant (vocab from the SmolLM2 tokenizer, 49,152).

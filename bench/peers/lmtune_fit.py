@@ -1,5 +1,7 @@
-"""System 4: lmtune with its defaults (packed micro-batches, precision auto, AdamW, cosine schedule);
-system 5 (`lmtune-lowmem`): the same with `training.gradient_checkpointing: true`, lmtune's memory lever.
+"""System 4: lmtune with its defaults (packed micro-batches, precision auto, AdamW, cosine schedule,
+freed CPU memory released); its variants change one training setting each (LMTUNE_VARIANTS):
+`lmtune-lowmem` turns on gradient checkpointing, `lmtune-heap` keeps glibc's heap behaviour
+(`training.release_freed_memory: false`).
 
     python -m bench.peers.worker train lmtune SPEC.json          # normally started by the driver
     python -m bench.peers.worker train lmtune-lowmem SPEC.json
@@ -16,11 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.peers.common import Spec, StepClock, peak_memory, throughput
+from bench.peers.common import LMTUNE_VARIANTS, Spec, StepClock, peak_memory, throughput
 
 
-def run(spec: Spec, gradient_checkpointing: bool = False) -> dict[str, Any]:
-    """Train with lmtune's loop (its defaults, optionally with gradient checkpointing) and return the run's record."""
+def run(spec: Spec, system: str = "lmtune") -> dict[str, Any]:
+    """Train with lmtune's loop (its defaults, with the variant's settings) and return the run's record."""
     started = time.perf_counter()
     from lmtune.config import RunConfig
     from lmtune.data.encode import encode_example
@@ -40,7 +42,7 @@ def run(spec: Spec, gradient_checkpointing: bool = False) -> dict[str, Any]:
         "training": {"batch_size": spec.batch_size, "grad_accum": spec.grad_accum, "max_steps": spec.steps,
                      "learning_rate": spec.learning_rate, "lr_scheduler": spec.scheduler,
                      "warmup_ratio": spec.warmup_ratio, "seed": spec.seed, "num_threads": spec.threads,
-                     "gradient_checkpointing": gradient_checkpointing,
+                     **LMTUNE_VARIANTS[system],
                      "progress_bar": False, "eval_every": 10**9, "save_every": 10**9},
         "eval": {"at_end": False},
     })
@@ -67,6 +69,7 @@ def run(spec: Spec, gradient_checkpointing: bool = False) -> dict[str, Any]:
     record["settings"] = {"precision": resolve_precision(cfg.training.precision), "packing": cfg.training.packing,
                           "pack_length": cfg.data.max_seq_len,
                           "gradient_checkpointing": cfg.training.gradient_checkpointing,
+                          "release_freed_memory": cfg.training.release_freed_memory,
                           "loss": "logits only at supervised positions (logits_to_keep mask)",
                           "truncated_examples": sum(1 for e in encoded if e.truncated)}
     return record

@@ -28,7 +28,7 @@ def main(argv: list[str]) -> None:
             record = run_trl(spec, best=argv[1] == "trl-best")
         else:
             from bench.peers.lmtune_fit import run as run_lmtune
-            record = run_lmtune(spec, gradient_checkpointing=argv[1] == "lmtune-lowmem")
+            record = run_lmtune(spec, argv[1])
         write_result(spec, {"system": argv[1], **record})
     elif len(argv) == 3 and argv[0] == "eval":
         spec = Spec.load(argv[1])

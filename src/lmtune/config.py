@@ -218,6 +218,11 @@ class TrainingConfig(Section):
     """Show a progress bar on the terminal."""
     num_threads: int | None = Field(None, gt=0)
     """CPU threads for PyTorch (null: PyTorch's default)."""
+    release_freed_memory: bool = True
+    """CPU runs on Linux (glibc): give every allocation of 256 KiB or more its own memory mapping, so an
+    activation freed between layers returns to the system at once. glibc otherwise raises its mapping
+    threshold to 32 MiB as tensors are freed and keeps freed memory in its heap, where a tensor still alive
+    above it pins it: a checkpointed SmolLM2 LoRA step peaks ~1 GB higher (docs/performance.md)."""
 
 
 class EvalConfig(Section):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import platform
 import resource
 from pathlib import Path
 
@@ -30,12 +32,27 @@ def resolve_precision(precision: str) -> str:
     return "bf16" if cpu_has_fast_bf16() else "fp32"
 
 
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
+MMAP_THRESHOLD_BYTES = 256 * 1024
+
+
+def release_freed_memory(threshold_bytes: int = MMAP_THRESHOLD_BYTES) -> bool:
+    """Have glibc map every allocation >= threshold_bytes on its own, so freeing it returns the memory; True if set."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    # A fixed threshold also turns off glibc's dynamic one, which otherwise rises to 32 MiB after the
+    # first large free and sends every later activation to the heap, where freed blocks stay resident.
+    return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, threshold_bytes))
+
+
 def make_accelerator(cfg: TrainingConfig, project_dir: Path | None = None) -> Accelerator:
     """An Accelerator for this run's precision and trackers (DDP comes from `accelerate launch`)."""
     precision = resolve_precision(cfg.precision)
     mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    if cfg.release_freed_memory and not torch.cuda.is_available():
+        release_freed_memory()
     return Accelerator(
         # Without cpu=True accelerate ignores a multi-process launch on a machine without GPUs.
         cpu=not torch.cuda.is_available(),
