@@ -18,7 +18,6 @@ import math
 from typing import Callable
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 UNPARSED = "unparsed"
 
@@ -42,6 +41,9 @@ def _encode(predictions: list[str | None], references: list[str], label_names: l
 
 def classification_metrics(predictions: list[str | None], references: list[str], label_names: list[str]) -> dict:
     """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix (JSON-ready)."""
+    # Imported here: scikit-learn pulls in pandas and pyarrow (~100 MB resident) that training never needs.
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
     refs, preds = _encode(predictions, references, label_names)
     k = len(label_names)
     labels = list(range(k))
@@ -85,6 +87,9 @@ def metric_with_ci(
     level: float = 0.95,
 ) -> tuple[float, float, float]:
     """A metric (accuracy, macro_f1 or f1:<label>, one class's F1) and its seeded bootstrap interval."""
+    # Imported here: scikit-learn pulls in pandas and pyarrow (~100 MB resident) that training never needs.
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
     refs, preds = _encode(predictions, references, label_names)
     k = len(label_names)
     scores = classification_metrics(predictions, references, label_names)

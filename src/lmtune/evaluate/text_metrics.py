@@ -10,7 +10,9 @@ Usage:
 BLEU and chrF are sacrebleu's corpus metrics with default settings (13a tokenizer), so the figures
 match the `sacrebleu` command line; scores are on sacrebleu's 0-100 scale. ROUGE F-measures come from
 Google's rouge-score (with the Porter stemmer) averaged over examples, on a 0-1 scale, like exact
-match and numeric match. Each hypothesis has exactly one reference.
+match and numeric match. Each hypothesis has exactly one reference. sacrebleu and rouge-score are imported where they are used:
+rouge-score loads nltk, which loads scikit-learn, pandas and pyarrow (~100 MB resident), and a training
+run reaches this module (GSM8K answer parsing for rewards) without scoring any text.
 """
 
 from __future__ import annotations
@@ -21,8 +23,6 @@ from decimal import Decimal, InvalidOperation
 from typing import Literal
 
 import numpy as np
-from rouge_score import rouge_scorer
-from sacrebleu.metrics import BLEU, CHRF
 
 from lmtune.evaluate.metrics import bootstrap_ci
 
@@ -46,18 +46,24 @@ def _check(hypotheses: list[str], references: list[str]) -> None:
 
 def bleu(hypotheses: list[str], references: list[str]) -> float:
     """Corpus BLEU (sacrebleu defaults, 0-100)."""
+    from sacrebleu.metrics import BLEU
+
     _check(hypotheses, references)
     return float(BLEU().corpus_score(hypotheses, [references]).score)
 
 
 def chrf(hypotheses: list[str], references: list[str]) -> float:
     """Corpus chrF (sacrebleu defaults, 0-100)."""
+    from sacrebleu.metrics import CHRF
+
     _check(hypotheses, references)
     return float(CHRF().corpus_score(hypotheses, [references]).score)
 
 
 def _rouge_per_example(hypotheses: list[str], references: list[str]) -> dict[str, list[float]]:
     """ROUGE F-measure of every pair, by rouge type."""
+    from rouge_score import rouge_scorer
+
     _check(hypotheses, references)
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
     out: dict[str, list[float]] = {t: [] for t in ROUGE_TYPES}
@@ -158,6 +164,8 @@ def bleu_ci(
     hypotheses: list[str], references: list[str], n_boot: int = 200, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of corpus BLEU, resampling sentence pairs; same seed, same interval."""
+    from sacrebleu.metrics import BLEU
+
     _check(hypotheses, references)
     metric = BLEU()  # corpus BLEU does not decompose into per-sentence scores, so rescore each resample
 
