@@ -1,7 +1,6 @@
-"""System 4: lmtune with its defaults (packed micro-batches, precision auto, AdamW, cosine schedule,
-freed CPU memory released); its variants change one training setting each (LMTUNE_VARIANTS):
-`lmtune-lowmem` turns on gradient checkpointing, `lmtune-heap` keeps glibc's heap behaviour
-(`training.release_freed_memory: false`).
+"""System 4: lmtune with its defaults (packed micro-batches, precision auto, AdamW, cosine schedule);
+`lmtune-lowmem` (LMTUNE_VARIANTS): the same with its memory levers on, `training.gradient_checkpointing`
+and `training.release_freed_memory`.
 
     python -m bench.peers.worker train lmtune SPEC.json          # normally started by the driver
     python -m bench.peers.worker train lmtune-lowmem SPEC.json

@@ -1,7 +1,7 @@
 """Turn the runs of the comparison into one record per system, the target checks, and a markdown report.
 
     systems = summarize(runs, evals, flops_per_token, peaks)
-    targets = check_targets(systems, "lmtune")   # or a variant: "lmtune-lowmem", "lmtune-heap"
+    targets = check_targets(systems, "lmtune")   # or "lmtune-lowmem"
     text = markdown(result)                       # result = the JSON written to bench/results/
 """
 
