@@ -223,7 +223,7 @@ class TrainingConfig(Section):
     activation freed between layers returns to the system at once. glibc otherwise raises its mapping
     threshold to 32 MiB as tensors are freed and keeps freed memory in its heap, where a tensor still alive
     above it pins it. Measured on SmolLM2 LoRA (docs/performance.md): with gradient checkpointing the peak
-    falls from 2.6 to 1.4 GB, but every new mapping is page-faulted afresh and steps run ~40 % slower;
+    falls from 2.5 to 1.4 GB, but every new mapping is page-faulted afresh and steps run ~40 % slower;
     off by default, on for the lowest memory."""
 
 
