@@ -36,9 +36,13 @@ def _config(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args)  # a bad config fails at once, before the seconds spent importing torch and friends
+    from lmtune.train.hardware import end_distributed
     from lmtune.train.run import run_training
 
-    run_training(cfg, resume=args.resume)
+    try:
+        run_training(cfg, resume=args.resume)
+    finally:
+        end_distributed()
     return 0
 
 

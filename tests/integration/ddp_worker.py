@@ -9,6 +9,7 @@ from lmtune.config import DataConfig, TrainingConfig
 from lmtune.data.encode import encode_example
 from lmtune.data.records import Example, Message
 from lmtune.model.tiny import byte_tokenizer, tiny_causal_lm
+from lmtune.train.hardware import end_distributed
 from lmtune.train.loop import fit
 from lmtune.train.objectives import sft_objective
 
@@ -29,3 +30,4 @@ world = int(os.environ.get("WORLD_SIZE", "1"))
 assert world == (2 if grad_accum == 1 else 1), "accelerate did not start the expected number of processes"
 if int(os.environ.get("RANK", "0")) == 0:
     out.write_text(json.dumps({"losses": result.train_losses, "eval": result.evals[-1]["eval_loss"]}))
+end_distributed()  # as `lmtune train` does

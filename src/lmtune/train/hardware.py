@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import platform
 import resource
+import warnings
 from pathlib import Path
 
 import torch
@@ -51,8 +52,8 @@ def make_accelerator(cfg: TrainingConfig, project_dir: Path | None = None) -> Ac
     mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    if cfg.release_freed_memory and not torch.cuda.is_available():
-        release_freed_memory()
+    if cfg.release_freed_memory and not torch.cuda.is_available() and not release_freed_memory():
+        warnings.warn("training.release_freed_memory needs Linux with glibc; the allocator is left as it is")
     return Accelerator(
         # Without cpu=True accelerate ignores a multi-process launch on a machine without GPUs.
         cpu=not torch.cuda.is_available(),
@@ -60,6 +61,13 @@ def make_accelerator(cfg: TrainingConfig, project_dir: Path | None = None) -> Ac
         log_with=list(cfg.report_to) or None,
         project_dir=str(project_dir) if project_dir else None,
     )
+
+
+def end_distributed() -> None:
+    """Shut down the process group `accelerate launch` started (PyTorch asks for it before exit)."""
+    # Left to interpreter exit, gloo's threads can hang a rank whose peers have already exited.
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def peak_memory_mb(device: torch.device) -> float:
