@@ -64,7 +64,7 @@ def measure(checkpointing: bool, release: bool) -> None:
 
 
 def main() -> None:
-    """Measure one setting here, or both, each in its own process so each peak is its own."""
+    """Measure one setting here, or all four, each in its own process so each peak is its own."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpointing", choices=["on", "off"])
     parser.add_argument("--release", choices=["on", "off"])

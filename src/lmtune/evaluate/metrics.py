@@ -87,9 +87,6 @@ def metric_with_ci(
     level: float = 0.95,
 ) -> tuple[float, float, float]:
     """A metric (accuracy, macro_f1 or f1:<label>, one class's F1) and its seeded bootstrap interval."""
-    # Imported here: scikit-learn pulls in pandas and pyarrow (~100 MB resident) that training never needs.
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
-
     refs, preds = _encode(predictions, references, label_names)
     k = len(label_names)
     scores = classification_metrics(predictions, references, label_names)

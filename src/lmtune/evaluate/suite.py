@@ -113,7 +113,8 @@ def baseline_cache_file(cfg: RunConfig, data, split: str) -> Path | None:
     method = [cfg.method.task, cfg.method.dpo.model_dump(mode="json") if cfg.method.task == "dpo" else None]
     payload = [BASELINE_CACHE_VERSION, identity, cfg.model.model_dump(mode="json"), method,
                cfg.eval.model_dump(mode="json", exclude={"at_end", "baseline_model"}),
-               cfg.data.model_dump(mode="json", include={"template", "system_prompt", "instruction", "normalize_whitespace"}),
+               cfg.data.model_dump(mode="json",
+                                   include={"template", "system_prompt", "instruction", "normalize_whitespace"}),
                data.label_names, split, fingerprint(data.examples.get(split) or []),
                fingerprint(select_shots(data.examples.get("train") or [], cfg.eval.few_shot, cfg.eval.seed))]
     key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()
