@@ -2,11 +2,13 @@
 
     python -m bench.train_memory                                    # the four settings, each in its own process
     python -m bench.train_memory --checkpointing on --release off   # one setting, in this process
+    python -m bench.train_memory --chunked-loss off                 # the four, with the full-logits loss
 
 SmolLM2-135M-Instruct, LoRA r16 on all linear layers (lmtune's defaults), 2 optimizer steps of 2
 chats taken from the 4 longest of the first 40 GSM8K training chats, packed rows of at most 512
 tokens. Prints the current resident set (/proc/self/statm) and its peak (ru_maxrss) after each phase,
-with and without gradient checkpointing, and with and without `training.release_freed_memory`.
+with and without gradient checkpointing, and with and without `training.release_freed_memory`
+(`training.chunked_loss` as `--chunked-loss` says, on by default like lmtune's).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def rss() -> str:
     return f"current {current:,.0f} MB, peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB"
 
 
-def measure(checkpointing: bool, release: bool) -> None:
+def measure(checkpointing: bool, release: bool, chunked_loss: bool = True) -> None:
     """Train 2 steps and print the memory after each phase."""
     import torch
 
@@ -40,12 +42,12 @@ def measure(checkpointing: bool, release: bool) -> None:
     from lmtune.train.methods import build_objective
 
     print(f"gradient checkpointing {'on' if checkpointing else 'off'}, "
-          f"release_freed_memory {'on' if release else 'off'}", flush=True)
+          f"release_freed_memory {'on' if release else 'off'}, chunked_loss {'on' if chunked_loss else 'off'}", flush=True)
     print(f"  after imports: {rss()}", flush=True)
     cfg = RunConfig.model_validate({
         "data": {"max_seq_len": 512},
         "training": {"batch_size": 2, "max_steps": 2, "gradient_checkpointing": checkpointing,
-                     "release_freed_memory": release,
+                     "release_freed_memory": release, "chunked_loss": chunked_loss,
                      "progress_bar": False, "eval_every": 10**9, "save_every": 10**9},
         "eval": {"at_end": False},
     })
@@ -68,14 +70,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpointing", choices=["on", "off"])
     parser.add_argument("--release", choices=["on", "off"])
+    parser.add_argument("--chunked-loss", choices=["on", "off"], default="on")
     args = parser.parse_args()
     if args.checkpointing and args.release:
-        measure(args.checkpointing == "on", args.release == "on")
+        measure(args.checkpointing == "on", args.release == "on", args.chunked_loss == "on")
         return
     for checkpointing in ("on", "off"):
         for release in ("on", "off"):
             subprocess.run([sys.executable, "-m", "bench.train_memory", "--checkpointing", checkpointing,
-                            "--release", release], cwd=ROOT, check=True)
+                            "--release", release, "--chunked-loss", args.chunked_loss], cwd=ROOT, check=True)
 
 
 if __name__ == "__main__":

@@ -69,6 +69,7 @@ def run(spec: Spec, system: str = "lmtune") -> dict[str, Any]:
                           "pack_length": cfg.data.max_seq_len,
                           "gradient_checkpointing": cfg.training.gradient_checkpointing,
                           "release_freed_memory": cfg.training.release_freed_memory,
-                          "loss": "logits only at supervised positions (logits_to_keep mask)",
+                          "loss": "logits only at supervised positions (logits_to_keep mask)"
+                                  + (", chunked through the head" if cfg.training.chunked_loss else ""),
                           "truncated_examples": sum(1 for e in encoded if e.truncated)}
     return record

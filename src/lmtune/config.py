@@ -198,6 +198,10 @@ class TrainingConfig(Section):
     """Wrap the model in torch.compile."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
+    chunked_loss: bool = True
+    """Language modelling: take the cross-entropy through the output head a few hundred positions at a
+    time, so the [tokens, vocabulary] logits never exist at once (same loss and gradients; ignored for
+    models that change their logits after the head, e.g. Gemma 2's softcapping)."""
     packing: bool = True
     """Concatenate the micro-batch's examples into one padding-free row (attention stays per example)."""
     group_by_length: bool = False

@@ -59,7 +59,7 @@ def build_objective(cfg: RunConfig, tokenizer, data=None, model=None) -> Objecti
     before any adapter, is what DPO with full fine-tuning copies as its frozen reference)."""
     task = cfg.method.task
     if task == "sft":
-        return sft_objective(cfg.training.packing, pad_id_of(tokenizer), cfg.data.max_seq_len)
+        return sft_objective(cfg.training.packing, pad_id_of(tokenizer), cfg.data.max_seq_len, cfg.training.chunked_loss)
     if task == "classification":
         n_classes = num_labels(cfg, data)
         weights = class_weights(cfg.method.class_weights, data.encoded["train"], n_classes)

@@ -13,6 +13,7 @@ Usage (lmtune.train.methods.build_objective picks the objective a config names):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from lmtune.data.collate import pack_collate, pad_collate
+from lmtune.train.chunked_loss import head_returns_input, linear_cross_entropy, plain_output_head
 from lmtune.train.validation import lm_summary
 
 Batch = dict[str, Any]
@@ -50,21 +52,28 @@ def supervised_tokens(encoded) -> int:
     return sum(1 for x in encoded.labels[1:] if x != -100)
 
 
-def causal_lm_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Summed next-token cross-entropy, projecting to the vocabulary only where a target exists."""
+def causal_lm_loss(model: torch.nn.Module, batch: Batch, chunked: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Summed next-token cross-entropy, projecting to the vocabulary only where a target exists
+    (`chunked`: a few hundred positions at a time, for models whose logits are a plain linear head)."""
     targets = batch["target_ids"]
     keep = targets != -100
-    out = model(
-        input_ids=batch["input_ids"],
-        attention_mask=batch.get("attention_mask"),
-        position_ids=batch["position_ids"],
-        logits_to_keep=keep,  # boolean mask: logits come back flattened to [n_kept, vocab]
-        use_cache=False,
-    )
-    logits = out.logits.float()
     gold = targets[keep]
-    loss_sum = F.cross_entropy(logits, gold, reduction="sum")
-    correct = (logits.argmax(-1) == gold).sum()
+    inputs = {
+        "input_ids": batch["input_ids"],
+        "attention_mask": batch.get("attention_mask"),
+        "position_ids": batch["position_ids"],
+        "logits_to_keep": keep,  # boolean mask: outputs come back flattened to [n_kept, ...]
+        "use_cache": False,
+    }
+    head = plain_output_head(model) if chunked else None
+    if head is not None:
+        with head_returns_input(head):
+            hidden = model(**inputs).logits
+        loss_sum, correct = linear_cross_entropy(hidden, head.weight, head.bias, gold)
+    else:
+        logits = model(**inputs).logits.float()
+        loss_sum = F.cross_entropy(logits, gold, reduction="sum")
+        correct = (logits.argmax(-1) == gold).sum()
     return loss_sum, {"loss_sum": loss_sum.detach(), "n_correct": correct.detach()}
 
 
@@ -84,7 +93,7 @@ def full_logits_lm_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Ten
     return loss_sum, {"loss_sum": loss_sum.detach(), "n_correct": correct.detach()}
 
 
-def sft_objective(packing: bool, pad_id: int, pack_length: int | None = None) -> Objective:
+def sft_objective(packing: bool, pad_id: int, pack_length: int | None = None, chunked_loss: bool = True) -> Objective:
     """Supervised fine-tuning of a causal LM (answers only, or raw text); packed rows hold <= pack_length tokens."""
 
     def collate(items: list) -> Batch:
@@ -95,7 +104,7 @@ def sft_objective(packing: bool, pad_id: int, pack_length: int | None = None) ->
     return Objective(
         name="sft",
         collate=collate,
-        loss=causal_lm_loss,
+        loss=functools.partial(causal_lm_loss, chunked=chunked_loss),
         units=supervised_tokens,
         length=lambda enc: len(enc.input_ids),
         summarize=lm_summary,

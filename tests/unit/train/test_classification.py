@@ -134,7 +134,7 @@ def test_the_trained_head_and_label_names_survive_save_and_load(tokenizer, tmp_p
     before = {n: p.detach().clone() for n, p in model.named_parameters() if "score" in n}
     objective = classification_objective(tokenizer.pad_token_id, 3, class_weights("auto", enc, 3))
     result = fit(model, enc, enc, objective, training_cfg(batch_size=4, max_steps=8, learning_rate=1e-2), tmp_path)
-    assert result.evals[-1]["eval_loss"] < result.evals[0]["eval_loss"] or result.evals[-1]["eval_accuracy"] > 0.5
+    assert result.evals[-1]["eval_loss"] < 0.8 * result.evals[0]["eval_loss"]
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if n in before)
     model.eval()
     expected = class_probabilities(model, enc, tokenizer.pad_token_id)
