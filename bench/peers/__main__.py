@@ -74,9 +74,10 @@ def model_source(args: argparse.Namespace) -> tuple[str, str]:
         return args.model, resolve_source(ModelConfig(name=args.model))
     folder = Path("~/.cache/lmtune/bench").expanduser() / args.model_config
     if not (folder / "config.json").exists():
-        # The SmolLM2 tokenizer gives real token statistics; the weights are random (seed 0) in fp32.
+        # --model's tokenizer (SmolLM2's by default) gives real token statistics; the weights are
+        # random (seed 0) in fp32. A folder with config.json and tokenizer files is enough for --model.
         shape = MODEL_SHAPES[args.model_config]
-        model, tokenizer = load_model(ModelConfig(name="smollm2-135m-instruct", from_config=shape))
+        model, tokenizer = load_model(ModelConfig(name=args.model, from_config=shape))
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
     return f"{args.model_config} (random weights)", str(folder)
@@ -158,8 +159,9 @@ def main(argv: list[str] | None = None) -> None:
                        out / "train.log", env)
             record = {**json.loads((out / "result.json").read_text()), "round": round_}
             runs.append(record)
+            gpu = f"  peak GPU {record['peak_gpu_mb']:6.0f} MB" if "peak_gpu_mb" in record else ""
             print(f"round {round_} {system:12s} {record['supervised_tokens_per_s']:8.1f} sup tok/s "
-                  f"{record['tokens_per_s']:8.1f} tok/s  peak RSS {record['peak_rss_mb']:6.0f} MB  "
+                  f"{record['tokens_per_s']:8.1f} tok/s  peak RSS {record['peak_rss_mb']:6.0f} MB{gpu}  "
                   f"loss {record['train_loss']:.4f}  ({record['wall_seconds']:.0f} s)", flush=True)
 
     def evaluate(adapter: str) -> dict[str, Any]:
