@@ -7,7 +7,7 @@
     python -m bench.peers --rounds 3 --single-round trl-default     # the slow system once, the others 3 times
 
 Writes bench/results/peers.json and peers.md and prints the table; the names get -<model-config>, -cuda
-and -smoke added for those options (peers-smoke.*, peers-llama-1b-cuda.*).
+and -smoke added for those options (peers-smoke.*, peers-llama-1b-cuda.*), or --name's.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.peers.common import (LMTUNE_SYSTEMS, MODEL_SHAPES, ROOT, SYSTEMS, Spec, gsm8k_chats,
+from bench.peers.common import (DEFAULT_SYSTEMS, LMTUNE_SYSTEMS, MODEL_SHAPES, ROOT, SYSTEMS, Spec, gsm8k_chats,
                                 prompt_completion_ids, write_chats)
 from bench.peers.machine import FLOPS_FORMULA, describe, matmul_peak, nonembedding_parameters
 from bench.peers.report import check_targets, markdown, summarize
@@ -47,12 +47,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--eval-examples", type=int, help="GSM8K test chats for the validation loss (default 64)")
-    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
+    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(DEFAULT_SYSTEMS),
+                        help=f"default: {' '.join(DEFAULT_SYSTEMS)} (the bf16-weight variants are opt-in)")
     parser.add_argument("--single-round", nargs="+", choices=SYSTEMS, default=[],
                         help="systems run in the first round only (trl-default: emulated bf16 makes it ~15x slower)")
     parser.add_argument("--skip-generate", action="store_true")
     parser.add_argument("--skip-serve", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (adapters, logs)")
+    parser.add_argument("--name", help="results file stem (default: peers, with -<model-config>, -cuda, -smoke)")
     args = parser.parse_args(argv)
     small = args.smoke
     args.steps = args.steps or (2 if small else 8)
@@ -193,8 +195,8 @@ def main(argv: list[str] | None = None) -> None:
 
         model = args.model if args.model_config is None else "smollm2-135m-instruct"
         result["serve"] = measure(model, 2 if args.smoke else 8, 8 if args.smoke else 32, args.threads)
-    stem = "-".join(["peers", *([args.model_config] if args.model_config else []),
-                     *(["cuda"] if args.device == "cuda" else []), *(["smoke"] if args.smoke else [])])
+    stem = args.name or "-".join(["peers", *([args.model_config] if args.model_config else []),
+                                  *(["cuda"] if args.device == "cuda" else []), *(["smoke"] if args.smoke else [])])
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     text = markdown(result)

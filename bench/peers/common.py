@@ -25,13 +25,19 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 GSM8K = ROOT.parent / "shared" / "data" / "gsm8k"
-# lmtune's defaults, and its lowest-memory settings (measured beside the defaults).
-LMTUNE_VARIANTS: dict[str, dict[str, Any]] = {
+# lmtune's defaults and variants, as RunConfig sections laid over the shared recipe: its lowest-memory
+# training settings, and frozen weights stored in bf16 (worth it only where bf16 is native; opt-in).
+_LOWMEM = {"gradient_checkpointing": True, "release_freed_memory": True}
+_BF16_WEIGHTS = {"dtype": "bfloat16"}
+LMTUNE_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "lmtune": {},
-    "lmtune-lowmem": {"gradient_checkpointing": True, "release_freed_memory": True},
+    "lmtune-lowmem": {"training": _LOWMEM},
+    "lmtune-bf16": {"model": _BF16_WEIGHTS},
+    "lmtune-lowmem-bf16": {"model": _BF16_WEIGHTS, "training": _LOWMEM},
 }
 LMTUNE_SYSTEMS = tuple(LMTUNE_VARIANTS)
 SYSTEMS = ("hf-trainer", "trl-default", "trl-best", *LMTUNE_SYSTEMS)
+DEFAULT_SYSTEMS = ("hf-trainer", "trl-default", "trl-best", "lmtune", "lmtune-lowmem")
 IGNORE = -100
 
 # Random-weight Llama shapes for the GPU variant (vocab from the SmolLM2 tokenizer, 49,152).

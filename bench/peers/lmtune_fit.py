@@ -1,6 +1,7 @@
 """System 4: lmtune with its defaults (packed micro-batches, precision auto, AdamW, cosine schedule);
 `lmtune-lowmem` (LMTUNE_VARIANTS): the same with its memory levers on, `training.gradient_checkpointing`
-and `training.release_freed_memory`.
+and `training.release_freed_memory`; `lmtune-bf16` and `lmtune-lowmem-bf16`: those two with the frozen
+weights stored in bf16 (`model.dtype: bfloat16`; the LoRA weights stay fp32).
 
     python -m bench.peers.worker train lmtune SPEC.json          # normally started by the driver
     python -m bench.peers.worker train lmtune-lowmem SPEC.json
@@ -33,15 +34,16 @@ def run(spec: Spec, system: str = "lmtune") -> dict[str, Any]:
     from lmtune.train.loop import fit
     from lmtune.train.methods import build_objective
 
+    variant = LMTUNE_VARIANTS[system]
     cfg = RunConfig.model_validate({
-        "model": {"name": spec.source},
+        "model": {"name": spec.source, **variant.get("model", {})},
         "data": {"max_seq_len": spec.max_length},
         "lora": {"r": spec.lora["r"], "alpha": spec.lora["alpha"], "dropout": spec.lora["dropout"],
                  "target_modules": spec.lora["target_modules"]},
         "training": {"batch_size": spec.batch_size, "grad_accum": spec.grad_accum, "max_steps": spec.steps,
                      "learning_rate": spec.learning_rate, "lr_scheduler": spec.scheduler,
                      "warmup_ratio": spec.warmup_ratio, "seed": spec.seed, "num_threads": spec.threads,
-                     **LMTUNE_VARIANTS[system],
+                     **variant.get("training", {}),
                      "progress_bar": False, "eval_every": 10**9, "save_every": 10**9},
         "eval": {"at_end": False},
     })
@@ -65,7 +67,8 @@ def run(spec: Spec, system: str = "lmtune") -> dict[str, Any]:
     record.update(train_loss=result.train_losses[-1], train_losses=result.train_losses,
                   setup_seconds=first_step_at - started, wall_seconds=time.perf_counter() - started)
     save_model(model, tokenizer, Path(spec.out_dir) / "adapter", base_cfg=cfg.model)
-    record["settings"] = {"precision": resolve_precision(cfg.training.precision), "packing": cfg.training.packing,
+    record["settings"] = {"precision": resolve_precision(cfg.training.precision), "weights": cfg.model.dtype,
+                          "packing": cfg.training.packing,
                           "pack_length": cfg.data.max_seq_len,
                           "gradient_checkpointing": cfg.training.gradient_checkpointing,
                           "release_freed_memory": cfg.training.release_freed_memory,
