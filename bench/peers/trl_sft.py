@@ -37,17 +37,25 @@ def best_settings(spec: Spec) -> tuple[dict[str, Any], dict[str, str]]:
                                   "slower), and memory is not the constraint at this model size",
         "use_liger_kernel": "off: Liger's kernels are Triton (GPU only); left out of this comparison on every device",
     }
+    model_kwargs: dict[str, Any] = {}
+    if bf16:
+        # The checkpoint is fp32; stored in bf16 the frozen weights are not cast again in every forward.
+        model_kwargs["dtype"] = "bfloat16"
+        why["dtype"] = ("frozen weights loaded in bf16 (model_init_kwargs; since 2026-11-26): no per-forward "
+                        "fp32 -> bf16 casts, half the weight memory; the LoRA weights stay fp32 (peft)")
     if spec.device == "cuda" and importlib.util.find_spec("flash_attn") is not None:
         # Flattened batches without padding need a varlen kernel; TRL then ignores max_length, so all
         # examples must fit (the driver checks that none exceeds spec.max_length).
-        settings.update(padding_free=True, max_length=None,
-                        model_init_kwargs={"attn_implementation": "flash_attention_2"})
+        model_kwargs["attn_implementation"] = "flash_attention_2"
+        settings.update(padding_free=True, max_length=None)
         why["layout"] = "padding_free with flash_attention_2 (varlen kernel): no padding, same examples per batch"
     else:
         settings["train_sampling_strategy"] = "group_by_length"
         why["layout"] = ("padded batches grouped by length: padding_free flattens the micro-batch into one row whose "
                          "block-diagonal attention is computed densely without a varlen kernel (O(T^2) in the "
                          "whole batch's length), and packing changes how many examples a batch holds")
+    if model_kwargs:
+        settings["model_init_kwargs"] = model_kwargs
     return settings, why
 
 
@@ -71,7 +79,8 @@ def run(spec: Spec, best: bool) -> dict[str, Any]:
     trainer.train()
     record = finish(trainer, spec, clock, counter, losses, started, first_step_at)
     record["settings"] = {
-        "bf16": config.bf16, "gradient_checkpointing": config.gradient_checkpointing,
+        "bf16": config.bf16, "weights": (config.model_init_kwargs or {}).get("dtype", "checkpoint's (fp32)"),
+        "gradient_checkpointing": config.gradient_checkpointing,
         "padding_free": config.padding_free, "packing": config.packing, "max_length": config.max_length,
         "sampler": getattr(config, "train_sampling_strategy", "random"),
         "optim": getattr(config.optim, "value", str(config.optim)),

@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from lmtune.config import TrainingConfig
+from lmtune.model.lora_speed import input_casts_off, tuner_layers
 from lmtune.train import checkpoint as ckpt
 from lmtune.train.hardware import make_accelerator, peak_memory_mb
 from lmtune.train.metrics_log import MetricsLog, truncate_metrics
@@ -106,6 +107,8 @@ def fit(
         train_set = objective.prepare(raw_model, train_set, cfg.batch_size)
         eval_set = objective.prepare(raw_model, eval_set, cfg.batch_size) if eval_set else eval_set
     forward_model = torch.compile(model) if cfg.compile else model
+    # Under autocast the adapters need not cast their inputs first (model/lora_speed.py).
+    lora_layers = tuner_layers(raw_model) if accelerator.mixed_precision != "no" else []
 
     state: dict[str, Any] = {"step": 0, "best_metric": None, "best_step": None, "bad_evals": 0, "evals": []}
     if resume is not None:
@@ -144,7 +147,8 @@ def fit(
         for k, indices in enumerate(mine):
             batch = to_device(objective.collate([train_set[i] for i in indices]), accelerator.device)
             last = k == len(mine) - 1
-            with nullcontext() if last else accelerator.no_sync(model), accelerator.autocast():
+            with (nullcontext() if last else accelerator.no_sync(model), accelerator.autocast(),
+                  input_casts_off(lora_layers)):
                 micro_sum, sums = objective.loss(forward_model, batch)
                 # DDP averages gradients over processes, so scale by world size to get the global sum / units.
                 loss = micro_sum * world / max(step_units, 1)

@@ -133,7 +133,8 @@ def test_the_trained_head_and_label_names_survive_save_and_load(tokenizer, tmp_p
     enc = encode_all(tokenizer)
     before = {n: p.detach().clone() for n, p in model.named_parameters() if "score" in n}
     objective = classification_objective(tokenizer.pad_token_id, 3, class_weights("auto", enc, 3))
-    result = fit(model, enc, enc, objective, training_cfg(batch_size=4, max_steps=8, learning_rate=1e-2), tmp_path)
+    # lr 3e-3 over 16 steps: at 1e-2 over 8 the eval loss oscillated and the check passed for half the seeds.
+    result = fit(model, enc, enc, objective, training_cfg(batch_size=4, max_steps=16, learning_rate=3e-3), tmp_path)
     assert result.evals[-1]["eval_loss"] < 0.8 * result.evals[0]["eval_loss"]
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if n in before)
     model.eval()

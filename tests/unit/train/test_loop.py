@@ -22,7 +22,9 @@ def snapshot(model):
 def test_one_repeated_batch_is_overfit(encoded, make_model, tmp_path, training_cfg):
     model = make_model()
     batch = encoded[:2]
-    cfg = training_cfg(batch_size=2, max_steps=60, learning_rate=3e-2)
+    # lr 1e-2 reaches ~0.004 for every seed tried; at 3e-2 the loss spiked back up late in some runs
+    # (0.24 at step 60 on an AVX-512 machine, seed 0).
+    cfg = training_cfg(batch_size=2, max_steps=60, learning_rate=1e-2)
     result = fit(model, batch, [], sft_objective(True, PAD), cfg, tmp_path)
     assert result.train_losses[0] > 4.0
     assert result.train_losses[-1] < 0.05
