@@ -37,7 +37,7 @@ LMTUNE_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
 }
 LMTUNE_SYSTEMS = tuple(LMTUNE_VARIANTS)
 SYSTEMS = ("hf-trainer", "trl-default", "trl-best", *LMTUNE_SYSTEMS)
-DEFAULT_SYSTEMS = ("hf-trainer", "trl-default", "trl-best", "lmtune", "lmtune-lowmem")
+DEFAULT_SYSTEMS = tuple(s for s in SYSTEMS if "model" not in LMTUNE_VARIANTS.get(s, {}))  # bf16 weights: opt-in
 IGNORE = -100
 
 # Random-weight Llama shapes for the GPU variant (vocab from the SmolLM2 tokenizer, 49,152).

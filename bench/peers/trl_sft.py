@@ -79,7 +79,7 @@ def run(spec: Spec, best: bool) -> dict[str, Any]:
     trainer.train()
     record = finish(trainer, spec, clock, counter, losses, started, first_step_at)
     record["settings"] = {
-        "bf16": config.bf16, "weights": (config.model_init_kwargs or {}).get("dtype", "checkpoint's (fp32)"),
+        "bf16": config.bf16, "weights": (config.model_init_kwargs or {}).get("dtype", "checkpoint's"),
         "gradient_checkpointing": config.gradient_checkpointing,
         "padding_free": config.padding_free, "packing": config.packing, "max_length": config.max_length,
         "sampler": getattr(config, "train_sampling_strategy", "random"),
