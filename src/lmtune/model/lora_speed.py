@@ -7,10 +7,10 @@
 1. Dropout. torch draws a CPU dropout mask with its Bernoulli sampler, one Mersenne-Twister number
    per element: profiled on the GSM8K benchmark (SmolLM2-135M, LoRA on all 210 linear layers,
    dropout 0.05, 2-core Xeon) `bernoulli_` took 22 % of a training step. `FastDropout` builds the
-   same kind of mask from 16 random bits per element drawn with numpy's PCG64 (about 3x faster).
+   same kind of mask from 16 random bits per element drawn with numpy's PCG64 (about 10x faster).
    Its seed is drawn from torch's generator, so `torch.manual_seed` and a restored RNG state (exact
    resume) fix every mask. The drop probability is rounded to a multiple of 1/65,536 (0.05 becomes
-   0.050003). On other devices the mask comes from `torch.rand`, with the same rounded p.
+   0.050003). On other devices the mask comes from torch's `bernoulli_`, with the same rounded p.
 2. Input casts. Each LoRA layer casts its input to the adapter weights' dtype before dropout and
    `lora_A`. Under autocast the matrix product casts to bf16 anyway, so with bf16 frozen weights and
    fp32 adapters every adapter input made a bf16 -> fp32 -> bf16 round trip (two copies of the
@@ -61,16 +61,17 @@ class FastDropout(nn.Module):
         if not self.training or self.threshold == 0:
             return None
         dtype = dtype or x.dtype
-        if x.device.type != "cpu":
-            return (torch.rand(x.shape, device=x.device) >= self.threshold / MASK_LEVELS).to(dtype)
+        if x.device.type != "cpu":  # one kernel: Bernoulli draws written straight in the dtype
+            return torch.empty(x.shape, dtype=dtype, device=x.device).bernoulli_(1 - self.threshold / MASK_LEVELS)
         seed = int(torch.randint(0, 2**63 - 1, (1,), dtype=torch.int64))
-        bits = np.frombuffer(np.random.Generator(np.random.PCG64(seed)).bytes(2 * x.numel()), dtype=np.uint16)
+        n = x.numel()
+        # random_raw hands over the generator's 64-bit words as they are: 8x faster than Generator.bytes.
+        bits = np.random.PCG64(seed).random_raw(-(-n // 4)).view(np.uint16)[:n]
         keep = bits >= self.threshold
         if dtype not in ONE_BITS:  # float64 and others: let torch convert
             return torch.from_numpy(keep.reshape(x.shape)).to(dtype)
         # The bit pattern of 1.0 where kept, 0 elsewhere, read as the dtype: one pass, no conversion.
-        one = ONE_BITS[dtype]
-        return torch.from_numpy(np.where(keep, one, one.dtype.type(0)).reshape(x.shape)).view(dtype)
+        return torch.from_numpy((keep * ONE_BITS[dtype]).reshape(x.shape)).view(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Zero each element with probability p and scale the rest by 1 / (1 - p) in training mode."""
