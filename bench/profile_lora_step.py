@@ -1,7 +1,9 @@
 """Where a LoRA training step's CPU time goes: torch.profiler over lmtune's loop on the peers recipe.
 
-    python bench/profile_lora_step.py                      # bf16 frozen weights (model.dtype bfloat16)
-    python bench/profile_lora_step.py --dtype float32      # lmtune's default weights
+    python bench/profile_lora_step.py                          # lmtune's defaults
+    python bench/profile_lora_step.py --frozen-dtype float32   # frozen weights kept in fp32
+    python bench/profile_lora_step.py --peft-forward           # peft's LoRA forward, not FusedLoraLinear
+    python bench/profile_lora_step.py --no-profile             # wall time only (the profiler slows small ops)
 
 The recipe of `python -m bench.peers --steps 3 --batch-size 2 --grad-accum 4`: the built-in
 SmolLM2-135M, the first 24 GSM8K training chats, LoRA r16/alpha 32/dropout 0.05 on all linear
@@ -15,6 +17,7 @@ import argparse
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -22,7 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
+    parser.add_argument("--frozen-dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+    parser.add_argument("--peft-forward", action="store_true", help="undo fuse_lora_layers")
+    parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--rows", type=int, default=20, help="operators to print")
     args = parser.parse_args()
 
@@ -34,29 +39,36 @@ def main() -> None:
     from lmtune.data.formats import load_examples
     from lmtune.model.adapters import apply_peft
     from lmtune.model.load import load_model
+    from lmtune.model.lora_speed import FusedLoraLinear, LoraLinear
     from lmtune.train.loop import fit
     from lmtune.train.methods import build_objective
 
     work = Path(tempfile.mkdtemp(prefix="lmtune-profile-"))
     chats = write_chats(gsm8k_chats("train", 0, 24), work / "train.jsonl")
     cfg = RunConfig.model_validate({
-        "model": {"dtype": args.dtype}, "data": {"max_seq_len": 512},
+        "data": {"max_seq_len": 512},
         "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
         "training": {"batch_size": 2, "grad_accum": 4, "max_steps": 3, "learning_rate": 2e-4,
-                     "progress_bar": False, "eval_every": 10**9, "save_every": 10**9},
+                     "frozen_dtype": args.frozen_dtype, "progress_bar": False, "eval_every": 10**9, "save_every": 10**9},
         "eval": {"at_end": False},
     })
     examples, _, _ = load_examples(str(chats))
     model, tokenizer = load_model(cfg.model)
     encoded = [encode_example(e, tokenizer, cfg.data) for e in examples]
     model = apply_peft(model, cfg.method, cfg.lora)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    if args.peft_forward:
+        for module in model.modules():
+            if type(module) is FusedLoraLinear:
+                module.__class__ = LoraLinear
+    with nullcontext() if args.no_profile else profile(activities=[ProfilerActivity.CPU]) as prof:
         started = time.perf_counter()
         fit(model, encoded, [], build_objective(cfg, tokenizer), cfg.training, work / "run")
         seconds = time.perf_counter() - started
-    print(f"fit: {seconds:.1f} s for 3 steps (weights {args.dtype})")
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows, max_name_column_width=45))
-
+    frozen = next(p.dtype for p in model.parameters() if not p.requires_grad)
+    print(f"fit: {seconds:.1f} s for 3 steps (frozen weights {frozen}, "
+          f"{'peft' if args.peft_forward else 'fused'} LoRA forward)")
+    if not args.no_profile:
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows, max_name_column_width=45))
 
 if __name__ == "__main__":
     main()

@@ -26,18 +26,19 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 GSM8K = ROOT.parent / "shared" / "data" / "gsm8k"
 # lmtune's defaults and variants, as RunConfig sections laid over the shared recipe: its lowest-memory
-# training settings, and frozen weights stored in bf16 (worth it only where bf16 is native; opt-in).
+# training settings, and (opt-in, to measure the lever) frozen weights kept in fp32 where the default
+# (training.frozen_dtype auto) stores them in bf16 under bf16 mixed precision.
 _LOWMEM = {"gradient_checkpointing": True, "release_freed_memory": True}
-_BF16_WEIGHTS = {"dtype": "bfloat16"}
+_FP32_FROZEN = {"frozen_dtype": "float32"}
 LMTUNE_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "lmtune": {},
     "lmtune-lowmem": {"training": _LOWMEM},
-    "lmtune-bf16": {"model": _BF16_WEIGHTS},
-    "lmtune-lowmem-bf16": {"model": _BF16_WEIGHTS, "training": _LOWMEM},
+    "lmtune-fp32-frozen": {"training": _FP32_FROZEN},
+    "lmtune-lowmem-fp32-frozen": {"training": {**_LOWMEM, **_FP32_FROZEN}},
 }
 LMTUNE_SYSTEMS = tuple(LMTUNE_VARIANTS)
 SYSTEMS = ("hf-trainer", "trl-default", "trl-best", *LMTUNE_SYSTEMS)
-DEFAULT_SYSTEMS = tuple(s for s in SYSTEMS if "model" not in LMTUNE_VARIANTS.get(s, {}))  # bf16 weights: opt-in
+DEFAULT_SYSTEMS = ("hf-trainer", "trl-default", "trl-best", "lmtune", "lmtune-lowmem")
 IGNORE = -100
 
 # Random-weight Llama shapes for the GPU variant (vocab from the SmolLM2 tokenizer, 49,152).

@@ -1,7 +1,8 @@
 """System 4: lmtune with its defaults (packed micro-batches, precision auto, AdamW, cosine schedule);
 `lmtune-lowmem` (LMTUNE_VARIANTS): the same with its memory levers on, `training.gradient_checkpointing`
-and `training.release_freed_memory`; `lmtune-bf16` and `lmtune-lowmem-bf16`: those two with the frozen
-weights stored in bf16 (`model.dtype: bfloat16`; the LoRA weights stay fp32).
+and `training.release_freed_memory`; `lmtune-fp32-frozen` and `lmtune-lowmem-fp32-frozen` (opt-in):
+those two with the frozen weights kept in fp32 (`training.frozen_dtype: float32`; by default they are
+stored in bf16 wherever the run trains in bf16).
 
     python -m bench.peers.worker train lmtune SPEC.json          # normally started by the driver
     python -m bench.peers.worker train lmtune-lowmem SPEC.json
@@ -67,7 +68,9 @@ def run(spec: Spec, system: str = "lmtune") -> dict[str, Any]:
     record.update(train_loss=result.train_losses[-1], train_losses=result.train_losses,
                   setup_seconds=first_step_at - started, wall_seconds=time.perf_counter() - started)
     save_model(model, tokenizer, Path(spec.out_dir) / "adapter", base_cfg=cfg.model)
+    frozen = next((str(p.dtype).removeprefix("torch.") for p in model.parameters() if not p.requires_grad), None)
     record["settings"] = {"precision": resolve_precision(cfg.training.precision), "weights": cfg.model.dtype,
+                          "frozen_weights": frozen,
                           "packing": cfg.training.packing,
                           "pack_length": cfg.data.max_seq_len,
                           "gradient_checkpointing": cfg.training.gradient_checkpointing,

@@ -194,6 +194,12 @@ class TrainingConfig(Section):
     """Seed for initialisation, shuffling and dropout."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """Mixed precision: auto = bf16 where the hardware supports it, else fp32."""
+    frozen_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Dtype of the weights that do not train (the base model under LoRA, the body under a head-only
+    probe): auto = bf16 for LoRA adapters trained in bf16 mixed precision, else as loaded (model.dtype).
+    Autocast would cast fp32 frozen weights to bf16 again in every forward; stored in bf16 they are
+    read as they are and take half the memory. Trained weights stay in model.dtype. auto leaves
+    head-only probes alone: they are saved whole, so a cast body would be saved rounded."""
     compile: bool = False
     """Wrap the model in torch.compile."""
     gradient_checkpointing: bool = False

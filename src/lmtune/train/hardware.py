@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from peft import PeftModel
 
 from lmtune.config import TrainingConfig
 
@@ -31,6 +32,31 @@ def resolve_precision(precision: str) -> str:
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     # Without bf16 units, CPU autocast emulates bf16 and runs slower than fp32 (measured: docs/performance.md).
     return "bf16" if cpu_has_fast_bf16() else "fp32"
+
+
+FROZEN_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def store_frozen_weights(model: torch.nn.Module, frozen_dtype: str, mixed_precision: str) -> torch.dtype | None:
+    """Cast the frozen floating-point parameters to `frozen_dtype` (auto: bf16 for adapters under bf16).
+
+    auto casts only a peft model's base: its adapters are saved apart from it, whereas a model saved
+    whole (a head-only probe) would be saved with its body rounded. Returns the dtype the weights
+    were cast to, or None when nothing was cast: full fine-tuning (nothing frozen), a frozen model
+    (nothing trains), auto without bf16 or without adapters, or weights already in that dtype.
+    """
+    if frozen_dtype == "auto":
+        target = torch.bfloat16 if mixed_precision == "bf16" and isinstance(model, PeftModel) else None
+    else:
+        target = FROZEN_DTYPES[frozen_dtype]
+    params = list(model.parameters())
+    trains = [p.requires_grad for p in params]
+    if target is None or not any(trains) or all(trains):
+        return None
+    cast = [p for p in params if not p.requires_grad and p.is_floating_point() and p.dtype != target]
+    for param in cast:
+        param.data = param.data.to(target)  # tied weights share the Parameter, so they stay tied
+    return target if cast else None
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)

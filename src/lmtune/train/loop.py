@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from lmtune.config import TrainingConfig
 from lmtune.model.lora_speed import input_casts_off, tuner_layers
 from lmtune.train import checkpoint as ckpt
-from lmtune.train.hardware import make_accelerator, peak_memory_mb
+from lmtune.train.hardware import make_accelerator, peak_memory_mb, store_frozen_weights
 from lmtune.train.metrics_log import MetricsLog, truncate_metrics
 from lmtune.train.objectives import Objective
 from lmtune.train.optim import build_optimizer, build_scheduler
@@ -70,10 +70,14 @@ def fit(
     resume: Path | None = None,
     on_step: StepCallback | None = None,
 ) -> FitResult:
-    """Train `model` in place on encoded examples; the best weights are loaded back at the end."""
+    """Train `model` in place on encoded examples; the best weights are loaded back at the end.
+
+    Frozen weights are first cast to `cfg.frozen_dtype` (bf16 under bf16 mixed precision by default).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out_dir / "checkpoints"
     accelerator = accelerator or make_accelerator(cfg, out_dir)
+    store_frozen_weights(model, cfg.frozen_dtype, accelerator.mixed_precision)
     torch.manual_seed(cfg.seed)
     if not train_set:
         raise ValueError("the training set is empty")
