@@ -8,12 +8,13 @@
 The recipe of `python -m bench.peers --steps 3 --batch-size 2 --grad-accum 4`: the built-in
 SmolLM2-135M, the first 24 GSM8K training chats, LoRA r16/alpha 32/dropout 0.05 on all linear
 layers, 3 optimizer steps of 2 x 4 chats, precision auto. Prints the wall time of `fit` (warm-up
-step included) and the operators by self CPU time.
+step included), the peak resident memory and the operators by self CPU time.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import tempfile
 import time
@@ -65,7 +66,8 @@ def main() -> None:
         fit(model, encoded, [], build_objective(cfg, tokenizer), cfg.training, work / "run")
         seconds = time.perf_counter() - started
     frozen = next(p.dtype for p in model.parameters() if not p.requires_grad)
-    print(f"fit: {seconds:.1f} s for 3 steps (frozen weights {frozen}, "
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+    print(f"fit: {seconds:.1f} s for 3 steps, peak RSS {peak_gb:.2f} GB (frozen weights {frozen}, "
           f"{'peft' if args.peft_forward else 'fused'} LoRA forward)")
     if not args.no_profile:
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows, max_name_column_width=45))
