@@ -13,6 +13,7 @@ from accelerate import Accelerator
 from peft import PeftModel
 
 from lmtune.config import TrainingConfig
+from lmtune.model.load import DTYPES
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -34,9 +35,6 @@ def resolve_precision(precision: str) -> str:
     return "bf16" if cpu_has_fast_bf16() else "fp32"
 
 
-FROZEN_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
 def store_frozen_weights(model: torch.nn.Module, frozen_dtype: str, mixed_precision: str) -> torch.dtype | None:
     """Cast the frozen floating-point parameters to `frozen_dtype` (auto: bf16 for adapters under bf16).
 
@@ -48,7 +46,7 @@ def store_frozen_weights(model: torch.nn.Module, frozen_dtype: str, mixed_precis
     if frozen_dtype == "auto":
         target = torch.bfloat16 if mixed_precision == "bf16" and isinstance(model, PeftModel) else None
     else:
-        target = FROZEN_DTYPES[frozen_dtype]
+        target = DTYPES[frozen_dtype]
     params = list(model.parameters())
     trains = [p.requires_grad for p in params]
     if target is None or not any(trains) or all(trains):
