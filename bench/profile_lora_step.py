@@ -4,11 +4,13 @@
     python bench/profile_lora_step.py --frozen-dtype float32   # frozen weights kept in fp32
     python bench/profile_lora_step.py --peft-forward           # peft's LoRA forward, not FusedLoraLinear
     python bench/profile_lora_step.py --no-profile             # wall time only (the profiler slows small ops)
+    python bench/profile_lora_step.py --no-profile --compile --steps 6   # training.compile: true
 
 The recipe of `python -m bench.peers --steps 3 --batch-size 2 --grad-accum 4`: the built-in
-SmolLM2-135M, the first 24 GSM8K training chats, LoRA r16/alpha 32/dropout 0.05 on all linear
+SmolLM2-135M, the first 8 x steps GSM8K training chats, LoRA r16/alpha 32/dropout 0.05 on all linear
 layers, 3 optimizer steps of 2 x 4 chats, precision auto. Prints the wall time of `fit` (warm-up
-step included), the peak resident memory and the operators by self CPU time.
+step included), the median time of the steps after the first (compilation happens in the first),
+the peak resident memory and the operators by self CPU time.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ def main() -> None:
     parser.add_argument("--frozen-dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     parser.add_argument("--peft-forward", action="store_true", help="undo fuse_lora_layers")
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="training.compile: true (regional torch.compile)")
+    parser.add_argument("--steps", type=int, default=3, help="optimizer steps")
     parser.add_argument("--rows", type=int, default=20, help="operators to print")
     args = parser.parse_args()
 
@@ -45,11 +49,11 @@ def main() -> None:
     from lmtune.train.methods import build_objective
 
     work = Path(tempfile.mkdtemp(prefix="lmtune-profile-"))
-    chats = write_chats(gsm8k_chats("train", 0, 24), work / "train.jsonl")
+    chats = write_chats(gsm8k_chats("train", 0, 8 * args.steps), work / "train.jsonl")
     cfg = RunConfig.model_validate({
         "data": {"max_seq_len": 512},
         "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
-        "training": {"batch_size": 2, "grad_accum": 4, "max_steps": 3, "learning_rate": 2e-4,
+        "training": {"batch_size": 2, "grad_accum": 4, "max_steps": args.steps, "compile": args.compile, "learning_rate": 2e-4,
                      "frozen_dtype": args.frozen_dtype, "progress_bar": False, "eval_every": 10**9, "save_every": 10**9},
         "eval": {"at_end": False},
     })
@@ -63,12 +67,17 @@ def main() -> None:
                 module.__class__ = LoraLinear
     with nullcontext() if args.no_profile else profile(activities=[ProfilerActivity.CPU]) as prof:
         started = time.perf_counter()
-        fit(model, encoded, [], build_objective(cfg, tokenizer), cfg.training, work / "run")
+        ends: list[float] = []
+        fit(model, encoded, [], build_objective(cfg, tokenizer), cfg.training, work / "run",
+            on_step=lambda step, record: ends.append(time.perf_counter()))
         seconds = time.perf_counter() - started
     frozen = next(p.dtype for p in model.parameters() if not p.requires_grad)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
-    print(f"fit: {seconds:.1f} s for 3 steps, peak RSS {peak_gb:.2f} GB (frozen weights {frozen}, "
-          f"{'peft' if args.peft_forward else 'fused'} LoRA forward)")
+    later = sorted(b - a for a, b in zip(ends, ends[1:]))
+    median = f"{later[len(later) // 2]:.2f} s" if later else "n/a"
+    print(f"fit: {seconds:.1f} s for {args.steps} steps (first {ends[0] - started:.1f} s, later steps median {median}), "
+          f"peak RSS {peak_gb:.2f} GB (frozen weights {frozen}, {'peft' if args.peft_forward else 'fused'} LoRA "
+          f"forward{', compiled blocks' if args.compile else ''})")
     if not args.no_profile:
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows, max_name_column_width=45))
 

@@ -201,7 +201,9 @@ class TrainingConfig(Section):
     read as they are and take half the memory. Trained weights stay in model.dtype. auto leaves
     head-only probes alone: they are saved whole, so a cast body would be saved rounded."""
     compile: bool = False
-    """Wrap the model in torch.compile."""
+    """torch.compile each repeated block (decoder layer) in place with dynamic shapes: compiled once in
+    the first step, reused by every layer and batch length. Off by default: on a 2-core CPU it compiles
+    for about a minute and then runs slower than eager (docs/performance.md); not measured on a GPU."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
     chunked_loss: bool = True

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from lmtune.config import TrainingConfig
 from lmtune.model.lora_speed import input_casts_off, tuner_layers
 from lmtune.train import checkpoint as ckpt
+from lmtune.train.compile import compile_blocks
 from lmtune.train.hardware import make_accelerator, peak_memory_mb, store_frozen_weights
 from lmtune.train.metrics_log import MetricsLog, truncate_metrics
 from lmtune.train.objectives import Objective
@@ -110,7 +111,8 @@ def fit(
     if objective.prepare is not None:  # e.g. DPO's reference log-probs, scored once before any update
         train_set = objective.prepare(raw_model, train_set, cfg.batch_size)
         eval_set = objective.prepare(raw_model, eval_set, cfg.batch_size) if eval_set else eval_set
-    forward_model = torch.compile(model) if cfg.compile else model
+    if cfg.compile:
+        compile_blocks(raw_model)  # in place: `model` (and any DDP wrapper) runs the compiled blocks
     # Under autocast the adapters need not cast their inputs first (model/lora_speed.py).
     lora_layers = tuner_layers(raw_model) if accelerator.mixed_precision != "no" else []
 
@@ -153,7 +155,7 @@ def fit(
             last = k == len(mine) - 1
             with (nullcontext() if last else accelerator.no_sync(model), accelerator.autocast(),
                   input_casts_off(lora_layers)):
-                micro_sum, sums = objective.loss(forward_model, batch)
+                micro_sum, sums = objective.loss(model, batch)
                 # DDP averages gradients over processes, so scale by world size to get the global sum / units.
                 loss = micro_sum * world / max(step_units, 1)
                 accelerator.backward(loss)
