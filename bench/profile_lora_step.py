@@ -75,6 +75,7 @@ def main() -> None:
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
     later = sorted(b - a for a, b in zip(ends, ends[1:]))
     median = f"{later[len(later) // 2]:.2f} s" if later else "n/a"
+    print("step times:", [round(b - a, 2) for a, b in zip([started] + ends, ends)])
     print(f"fit: {seconds:.1f} s for {args.steps} steps (first {ends[0] - started:.1f} s, later steps median {median}), "
           f"peak RSS {peak_gb:.2f} GB (frozen weights {frozen}, {'peft' if args.peft_forward else 'fused'} LoRA "
           f"forward{', compiled blocks' if args.compile else ''})")
