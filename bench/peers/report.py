@@ -92,6 +92,14 @@ def _f(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+def probes_note(probes: list[dict[str, float]]) -> str:
+    """' (best of probes before and after the runs: ...)' when the peak was probed more than once."""
+    if len(probes) < 2:
+        return ""
+    each = "; ".join(f"fp32 {p['float32']:.1f}, bf16 {p['bfloat16']:.1f}" for p in probes)
+    return f" (best of the probes before and after the runs: {each})"
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The report: machine, recipe, the table per system, targets, generation and serving latency."""
     m, spec = result["machine"], result["spec"]
@@ -106,7 +114,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"torch {v['torch']}, transformers {v['transformers']}, trl {v['trl']}, peft {v['peft']}, "
         f"accelerate {v['accelerate']}.", "",
         f"Measured matmul peak: fp32 {result['peaks']['float32']:.1f} GFLOP/s, "
-        f"bf16 {result['peaks']['bfloat16']:.1f} GFLOP/s.",
+        f"bf16 {result['peaks']['bfloat16']:.1f} GFLOP/s" + probes_note(result.get("peak_probes", [])) + ".",
         "",
         f"Recipe: model `{result['model']}` ({result['parameters']['total']:,} parameters, N = "
         f"{result['parameters']['nonembedding']:,}), {result['train_examples']} GSM8K train chats, "
