@@ -1,13 +1,16 @@
 """Regional torch.compile: each repeated block (decoder layer) compiled in place, dynamic shapes.
 
-    compiled = compile_blocks(model)   # -> 30 for SmolLM2-135M; the model is changed in place
+    blocks = compile_blocks(model)   # 30 decoder layers for SmolLM2-135M, compiled in place
+    ...                              # train
+    uncompile(blocks)                # eager again
 
 Compiling the whole model unrolls every layer into one graph and, with packed rows whose length
 changes every batch, recompiles for each new shape (docs/performance.md). A transformer's blocks
 share one code path, so with dynamic shapes one compiled graph serves every layer and every batch
 length: compilation happens once in the first step (plus once more for the first layer, whose input
 needs no gradient under LoRA). Compiled in place (`Module.compile`), parameter names do not change,
-so checkpoints and exports are the same as without compilation.
+so checkpoints and exports are the same as without compilation. `fit` compiles for the training
+steps only: the model it returns runs eagerly.
 """
 
 from __future__ import annotations
@@ -27,12 +30,18 @@ def repeated_blocks(model: nn.Module) -> list[nn.Module]:
     return [m for m in blocks if counts[type(m)] > 1]
 
 
-def compile_blocks(model: nn.Module) -> int:
-    """Compile each repeated block in place with dynamic shapes; returns how many were compiled.
+def compile_blocks(model: nn.Module) -> list[nn.Module]:
+    """Compile each repeated block in place with dynamic shapes; returns the compiled modules.
 
-    A model without such blocks is compiled whole (in place, dynamic shapes) and 1 is returned.
+    A model without such blocks is compiled whole (in place, dynamic shapes).
     """
-    blocks = repeated_blocks(model)
-    for block in blocks or [model]:
+    blocks = repeated_blocks(model) or [model]
+    for block in blocks:
         block.compile(dynamic=True)
-    return len(blocks) or 1
+    return blocks
+
+
+def uncompile(modules: list[nn.Module]) -> None:
+    """Run these modules eagerly again (after training: generation would compile its own graphs)."""
+    for module in modules:
+        module._compiled_call_impl = None  # what Module.compile set; None is nn.Module's default

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from lmtune.config import TrainingConfig
 from lmtune.model.lora_speed import input_casts_off, tuner_layers
 from lmtune.train import checkpoint as ckpt
-from lmtune.train.compile import compile_blocks
+from lmtune.train.compile import compile_blocks, uncompile
 from lmtune.train.hardware import make_accelerator, peak_memory_mb, store_frozen_weights
 from lmtune.train.metrics_log import MetricsLog, truncate_metrics
 from lmtune.train.objectives import Objective
@@ -111,8 +111,8 @@ def fit(
     if objective.prepare is not None:  # e.g. DPO's reference log-probs, scored once before any update
         train_set = objective.prepare(raw_model, train_set, cfg.batch_size)
         eval_set = objective.prepare(raw_model, eval_set, cfg.batch_size) if eval_set else eval_set
-    if cfg.compile:
-        compile_blocks(raw_model)  # in place: `model` (and any DDP wrapper) runs the compiled blocks
+    # In place: `model` (and any DDP wrapper) runs the compiled blocks.
+    compiled = compile_blocks(raw_model) if cfg.compile else []
     # Under autocast the adapters need not cast their inputs first (model/lora_speed.py).
     lora_layers = tuner_layers(raw_model) if accelerator.mixed_precision != "no" else []
 
@@ -233,6 +233,7 @@ def fit(
             accelerator.print(f"early stopping at step {step}: no improvement in {state['bad_evals']} evaluations")
             break
     bar.close()
+    uncompile(compiled)
 
     accelerator.wait_for_everyone()
     result.best_step, result.best_metric = state["best_step"], state["best_metric"]

@@ -7,7 +7,7 @@ import torch
 
 from lmtune.config import LoraConfig, MethodConfig
 from lmtune.model.adapters import apply_peft
-from lmtune.train.compile import compile_blocks, repeated_blocks
+from lmtune.train.compile import compile_blocks, repeated_blocks, uncompile
 from lmtune.train.loop import fit
 from lmtune.train.objectives import sft_objective
 
@@ -19,7 +19,10 @@ def test_repeated_blocks_are_the_decoder_layers(make_model):
     model = make_model()
     blocks = repeated_blocks(model)
     assert blocks == list(model.model.layers)
-    assert compile_blocks(model) == len(blocks)
+    assert compile_blocks(model) == blocks
+    assert all(block._compiled_call_impl is not None for block in blocks)
+    uncompile(blocks)
+    assert all(block._compiled_call_impl is None for block in blocks)
     # In place: parameter names (checkpoints, exports) are unchanged.
     assert sorted(n for n, _ in model.named_parameters()) == sorted(n for n, _ in make_model().named_parameters())
 
@@ -27,8 +30,9 @@ def test_repeated_blocks_are_the_decoder_layers(make_model):
 def test_compiled_full_fine_tuning_matches_eager(encoded, make_model, tmp_path, training_cfg):
     cfg = dict(batch_size=4, max_steps=3)  # packed rows of a new length in every step
     eager = fit(make_model(), encoded, [], sft_objective(True, PAD), training_cfg(**cfg), tmp_path / "a")
-    compiled = fit(make_model(), encoded, [], sft_objective(True, PAD), training_cfg(compile=True, **cfg),
-                   tmp_path / "b")
+    model = make_model()
+    compiled = fit(model, encoded, [], sft_objective(True, PAD), training_cfg(compile=True, **cfg), tmp_path / "b")
+    assert all(layer._compiled_call_impl is None for layer in model.model.layers)  # eager after training
     assert compiled.train_losses == pytest.approx(eager.train_losses, rel=1e-4)
     assert compiled.train_losses[-1] < compiled.train_losses[0]
 
