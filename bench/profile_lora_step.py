@@ -5,10 +5,11 @@
     python bench/profile_lora_step.py --peft-forward           # peft's LoRA forward, not FusedLoraLinear
     python bench/profile_lora_step.py --no-profile             # wall time only (the profiler slows small ops)
     python bench/profile_lora_step.py --no-profile --compile --steps 6   # training.compile: true
+    python bench/profile_lora_step.py --batch-size 4 --max-seq-len 1024  # rows of ~1,000 tokens
 
 The recipe of `python -m bench.peers --steps 3 --batch-size 2 --grad-accum 4`: the built-in
-SmolLM2-135M, the first 8 x steps GSM8K training chats, LoRA r16/alpha 32/dropout 0.05 on all linear
-layers, 3 optimizer steps of 2 x 4 chats, precision auto. Prints the wall time of `fit` (warm-up
+SmolLM2-135M, the first 4 x batch size x steps GSM8K training chats, LoRA r16/alpha 32/dropout 0.05
+on all linear layers, 3 optimizer steps of 2 x 4 chats, precision auto. Prints the wall time of `fit` (warm-up
 step included), the median time of the steps after the first (compilation happens in the first),
 the peak resident memory and the operators by self CPU time.
 """
@@ -33,6 +34,8 @@ def main() -> None:
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--compile", action="store_true", help="training.compile: true (regional torch.compile)")
     parser.add_argument("--steps", type=int, default=3, help="optimizer steps")
+    parser.add_argument("--batch-size", type=int, default=2, help="chats per micro-batch (4 micro-batches a step)")
+    parser.add_argument("--max-seq-len", type=int, default=512, help="data.max_seq_len: the packed rows' length")
     parser.add_argument("--rows", type=int, default=20, help="operators to print")
     args = parser.parse_args()
 
@@ -49,11 +52,11 @@ def main() -> None:
     from lmtune.train.methods import build_objective
 
     work = Path(tempfile.mkdtemp(prefix="lmtune-profile-"))
-    chats = write_chats(gsm8k_chats("train", 0, 8 * args.steps), work / "train.jsonl")
+    chats = write_chats(gsm8k_chats("train", 0, 4 * args.batch_size * args.steps), work / "train.jsonl")
     cfg = RunConfig.model_validate({
-        "data": {"max_seq_len": 512},
+        "data": {"max_seq_len": args.max_seq_len},
         "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
-        "training": {"batch_size": 2, "grad_accum": 4, "max_steps": args.steps, "compile": args.compile, "learning_rate": 2e-4,
+        "training": {"batch_size": args.batch_size, "grad_accum": 4, "max_steps": args.steps, "compile": args.compile, "learning_rate": 2e-4,
                      "frozen_dtype": args.frozen_dtype, "progress_bar": False, "eval_every": 10**9, "save_every": 10**9},
         "eval": {"at_end": False},
     })
