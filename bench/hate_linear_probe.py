@@ -1,6 +1,6 @@
 """TweetEval hate: logistic-regression and RBF-SVM probes on the frozen MiniLM-L6 encoder's embeddings.
 
-    python bench/hate_linear_probe.py          # about 5 minutes on the idle 2-core machine (embeds 13k tweets)
+    python bench/hate_linear_probe.py          # about 3 minutes on the idle 2-core machine (embeds 13k tweets)
 
 Asks whether a different pooling of the frozen sentence encoder ([CLS] vs the mean of the token
 states it was trained for, raw or L2-normalised, three regularisation strengths) would close the

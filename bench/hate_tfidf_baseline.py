@@ -1,6 +1,6 @@
 """TweetEval hate: does a bag-of-n-grams model escape HatEval's test-set shift? (No.)
 
-    python bench/hate_tfidf_baseline.py        # about 30 s on 2 cores
+    python bench/hate_tfidf_baseline.py        # about 11 s on 2 cores
 
 A scikit-learn logistic regression on TF-IDF word 1-2-grams and on character 2-5-grams, three
 regularisation strengths each, trained on the 9,000 training tweets. Prints validation and test

@@ -9,7 +9,7 @@
 
 The recipe of `python -m bench.peers --steps 3 --batch-size 2 --grad-accum 4`: the built-in
 SmolLM2-135M, the first 4 x batch size x steps GSM8K training chats, LoRA r16/alpha 32/dropout 0.05
-on all linear layers, 3 optimizer steps of 2 x 4 chats, precision auto. Prints the wall time of `fit` (warm-up
+on all linear layers, `--steps` optimizer steps (3) of `--batch-size` (2) x 4 chats, precision auto. Prints the wall time of `fit` (warm-up
 step included), the median time of the steps after the first (compilation happens in the first),
 the peak resident memory and the operators by self CPU time.
 """
@@ -76,10 +76,11 @@ def main() -> None:
         seconds = time.perf_counter() - started
     frozen = next(p.dtype for p in model.parameters() if not p.requires_grad)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
-    later = sorted(b - a for a, b in zip(ends, ends[1:]))
+    step_times = [b - a for a, b in zip([started] + ends, ends)]
+    later = sorted(step_times[1:])
     median = f"{later[len(later) // 2]:.2f} s" if later else "n/a"
-    print("step times:", [round(b - a, 2) for a, b in zip([started] + ends, ends)])
-    print(f"fit: {seconds:.1f} s for {args.steps} steps (first {ends[0] - started:.1f} s, later steps median {median}), "
+    print("step times:", [round(t, 2) for t in step_times])
+    print(f"fit: {seconds:.1f} s for {args.steps} steps (first {step_times[0]:.1f} s, later steps median {median}), "
           f"peak RSS {peak_gb:.2f} GB (frozen weights {frozen}, {'peft' if args.peft_forward else 'fused'} LoRA "
           f"forward{', compiled blocks' if args.compile else ''})")
     if not args.no_profile:

@@ -1,6 +1,6 @@
 """TweetEval: an RBF-kernel SVM on the frozen MiniLM-L6 encoder's sentence embeddings, every task.
 
-    python bench/tweeteval_kernel_probe.py                      # all four tasks, about 6 minutes on 2 cores
+    python bench/tweeteval_kernel_probe.py                      # all four tasks, about 9 minutes on 2 cores
     python bench/tweeteval_kernel_probe.py --tasks hate irony
 
 HatEval's best English system kept a sentence encoder frozen and fitted an RBF SVM on its

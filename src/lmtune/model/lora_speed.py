@@ -10,8 +10,8 @@
    same kind of mask from 16 random bits per element drawn with numpy's PCG64 (about 10x faster).
    Its seed is drawn from torch's generator, so `torch.manual_seed` and a restored RNG state (exact
    resume) fix every mask. The drop probability is rounded to a multiple of 1/65,536 (0.05 becomes
-   0.050003). On other devices, and inside a `torch.compile` graph, the mask comes from torch's
-   `bernoulli_` with the same rounded p.
+   0.050003). On other devices the mask comes from torch's `bernoulli_`, and inside a
+   `torch.compile` graph from `torch.rand` (which the compiler fuses), with the same rounded p.
 2. Input casts. Each LoRA layer casts its input to the adapter weights' dtype before dropout and
    `lora_A`. Under autocast the matrix product casts to bf16 anyway, so with bf16 frozen weights and
    fp32 adapters every adapter input made a bf16 -> fp32 -> bf16 round trip (two copies of the
