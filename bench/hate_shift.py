@@ -61,7 +61,8 @@ def probe_rows(x: dict[str, np.ndarray], y: dict[str, np.ndarray]) -> None:
               f" {macro_f1(y['test'], matched):37.1f}")
 
 
-def train_head(x: dict[str, torch.Tensor], y: dict[str, torch.Tensor], lr: float, seed: int) -> tuple[float, float, int]:
+def train_head(x: dict[str, torch.Tensor], y: dict[str, torch.Tensor], lr: float, seed: int,
+               ) -> tuple[float, float, int]:
     """A linear head trained by AdamW; returns (validation F1, test F1, step) of the best-on-validation checkpoint."""
     torch.manual_seed(seed)
     head, dropout = torch.nn.Linear(x["train"].shape[1], 2), torch.nn.Dropout(0.1)

@@ -6,6 +6,8 @@
     python bench/profile_lora_step.py --no-profile             # wall time only (the profiler slows small ops)
     python bench/profile_lora_step.py --no-profile --compile --steps 6   # training.compile: true
     python bench/profile_lora_step.py --batch-size 4 --max-seq-len 1024  # rows of ~1,000 tokens
+    python bench/profile_lora_step.py --no-profile --steps 6 --threads 1  # one intra-op thread
+    python bench/profile_lora_step.py --no-profile --steps 6 --attn eager # matmul + softmax attention
 
 The recipe of `python -m bench.peers --steps 3 --batch-size 2 --grad-accum 4`: the built-in
 SmolLM2-135M, the first 4 x batch size x steps GSM8K training chats, LoRA r16/alpha 32/dropout 0.05
@@ -36,6 +38,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="optimizer steps")
     parser.add_argument("--batch-size", type=int, default=2, help="chats per micro-batch (4 micro-batches a step)")
     parser.add_argument("--max-seq-len", type=int, default=512, help="data.max_seq_len: the packed rows' length")
+    parser.add_argument("--threads", type=int, default=None, help="training.num_threads (default: torch's, one per core)")
+    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"], help="model.attn_implementation")
     parser.add_argument("--rows", type=int, default=20, help="operators to print")
     args = parser.parse_args()
 
@@ -54,9 +58,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="lmtune-profile-"))
     chats = write_chats(gsm8k_chats("train", 0, 4 * args.batch_size * args.steps), work / "train.jsonl")
     cfg = RunConfig.model_validate({
+        "model": {"attn_implementation": args.attn},
         "data": {"max_seq_len": args.max_seq_len},
         "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
-        "training": {"batch_size": args.batch_size, "grad_accum": 4, "max_steps": args.steps, "compile": args.compile, "learning_rate": 2e-4,
+        "training": {"batch_size": args.batch_size, "grad_accum": 4, "max_steps": args.steps, "compile": args.compile, "learning_rate": 2e-4, "num_threads": args.threads,
                      "frozen_dtype": args.frozen_dtype, "progress_bar": False, "eval_every": 10**9, "save_every": 10**9},
         "eval": {"at_end": False},
     })
