@@ -31,6 +31,11 @@ def lines(name: str) -> list[str]:
     return (DATA / name).read_text(encoding="utf-8").splitlines()
 
 
+def normalize(a: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length."""
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
 def embed(model, tokenizer, texts: list[str]) -> dict[str, np.ndarray]:
     """[CLS] and attention-masked mean of the last hidden states, batch by batch."""
     out: dict[str, list[np.ndarray]] = {"cls": [], "mean": []}
@@ -56,14 +61,14 @@ def main() -> None:
     for pooling in ("cls", "mean"):
         for norm in (False, True):
             def scale(a: np.ndarray) -> np.ndarray:
-                return a / np.linalg.norm(a, axis=1, keepdims=True) if norm else a
+                return normalize(a) if norm else a
             for c in (0.1, 1.0, 10.0):
                 probe = LogisticRegression(C=c, max_iter=2000, class_weight="balanced")
                 probe.fit(scale(x["train"][pooling]), y["train"])
                 val, test = probe.predict(scale(x["val"][pooling])), probe.predict(scale(x["test"][pooling]))
                 print(f"{pooling:8} {str(norm):7} {c:<6} {100 * f1_score(y['val'], val, average='macro'):12.1f}"
                       f"  {100 * f1_score(y['test'], test, average='macro'):13.1f}  {test.mean():.0%}")
-    unit = {s: x[s]["mean"] / np.linalg.norm(x[s]["mean"], axis=1, keepdims=True) for s in splits}
+    unit = {s: normalize(x[s]["mean"]) for s in splits}
     for c in (0.3, 1.0, 3.0):
         svm = SVC(C=c, kernel="rbf").fit(unit["train"], y["train"])
         val, test = svm.predict(unit["val"]), svm.predict(unit["test"])

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from hate_linear_probe import embed  # bench/ is on sys.path when this file runs as a script
+from hate_linear_probe import embed, normalize  # bench/ is on sys.path when this file runs as a script
 from sklearn.metrics import f1_score
 from sklearn.svm import SVC
 from transformers import AutoModel, AutoTokenizer
@@ -34,11 +34,6 @@ def split(task: str, name: str) -> tuple[list[str], np.ndarray]:
     texts = (DATA / task / f"{name}_text.txt").read_text(encoding="utf-8").splitlines()
     labels = np.array([int(x) for x in (DATA / task / f"{name}_labels.txt").read_text().split()])
     return texts, labels
-
-
-def normalize(a: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length."""
-    return a / np.linalg.norm(a, axis=1, keepdims=True)
 
 
 def official(task: str, gold: np.ndarray, pred: np.ndarray) -> float:

@@ -8,8 +8,9 @@ Compiling the whole model unrolls every layer into one graph and, with packed ro
 changes every batch, recompiles for each new shape (docs/performance.md). A transformer's blocks
 share one code path, so with dynamic shapes one compiled graph serves every layer and every batch
 length: compilation happens in the first step (four graphs for SmolLM2 under LoRA: the first layer's
-input needs no gradient, and a micro-batch of one row is specialised). Compiled in place (`Module.compile`), parameter names do not change,
-so checkpoints and exports are the same as without compilation. `fit` compiles for the training
+input needs no gradient, and a micro-batch of one row is specialised). Compiled in place
+(`Module.compile`), parameter names do not change, so checkpoints and exports are the same as
+without compilation. `fit` compiles for the training
 steps only: the model it returns runs eagerly.
 """
 
