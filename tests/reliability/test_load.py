@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from lmtune.serve.config import ServeConfig
-from lmtune.serve.worker import Worker
+from lmtune.serve.worker_loop import Worker
 
 pytestmark = pytest.mark.slow
 

@@ -1,235 +1,81 @@
-"""The worker process: validates new jobs' files, takes queued jobs one at a time and trains them.
+"""Entry point of the worker processes: `python -m lmtune.serve.worker` (the loop, or one training run).
 
 Usage (the server starts these itself unless start_workers is off):
-    python -m lmtune.serve.worker --data-dir DIR [--index 0]            # the polling loop
-    python -m lmtune.serve.worker train --config JOB.yaml [--resume RUN] # one training run (a child)
+    python -m lmtune.serve.worker --data-dir DIR [--index 0] [--parent-pid PID]             # the polling loop
+    python -m lmtune.serve.worker train --config JOB.yaml [--resume RUN] --parent-pid PID   # one training run
 
 Training runs `lmtune.train.run.run_training` — the code path of `lmtune train` — in a child
 process of the worker, so a cancel or pause can stop it at once (SIGTERM) and a crash cannot take
-the worker down. The worker polls the database for status changes made by the server, and the run
-folder for metrics and checkpoints. Pause waits for the next checkpoint, then stops the child;
-resume (and a server restart) continue from the latest checkpoint with run_training(resume=run_dir).
-A lock file per worker index makes a restarted worker wait until its predecessor has gone.
+the worker down (the loop itself: lmtune.serve.worker_loop). With --parent-pid a process binds its
+life to that parent (lmtune.serve.lifeline) before anything heavy is imported: a server killed at
+any moment of its start-up takes its worker with it, and a worker its training child.
 """
 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
-import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
-from typing import Any
 
-from pydantic import ValidationError
+from lmtune.serve.lifeline import ORPHAN_EXIT_CODE, bind_to_parent, parent_alive
 
-from lmtune.serve.config import ServeConfig
-from lmtune.serve.jobs import build_run_config, claim_next, transition, validate_job_files
-from lmtune.serve.progress import fail_job, finalize_success, record_progress
-from lmtune.serve.store import Store
-
-STOP_GRACE_SECONDS = 10
-
-
-def _latest_step(run_dir: Path | None) -> int | None:
-    from lmtune.train.checkpoint import latest_checkpoint
-
-    found = latest_checkpoint(run_dir / "checkpoints") if run_dir else None
-    return int(found.name.split("-")[1]) if found else None
-
-
-def _log_tail(path: Path) -> str:
-    """The last informative line of a training log (the exception, when there is one)."""
-    lines = [ln.strip() for ln in path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()] \
-        if path.exists() else []
-    return (lines[-1] if lines else "the training process ended without output")[:1000]
-
-
-class Worker:
-    """One worker: at most one training child at a time."""
-
-    def __init__(self, cfg: ServeConfig, index: int = 0):
-        self.cfg, self.index = cfg, index
-        self.store = Store(cfg.db_path)
-        self.job: dict[str, Any] | None = None
-        self.child: subprocess.Popen | None = None
-        self.run_dir: Path | None = None
-
-    def requeue_orphans(self) -> None:
-        """Jobs this worker was running when it died go back to the queue; their checkpoints are kept."""
-        mine = "worker=? OR worker IS NULL" + (" OR worker>=?" if self.index == 0 else "")
-        args = (self.index, self.cfg.workers) if self.index == 0 else (self.index,)
-        for job in self.store.all(f"SELECT id FROM jobs WHERE status='running' AND ({mine})", args):  # noqa: S608
-            if transition(self.store, job["id"], "queued", ("running",)):
-                self.store.add_event(job["id"], "The server restarted; the job continues from its last checkpoint")
-
-    def tick(self) -> None:
-        """One round: validate new jobs, start a queued one when idle, follow the running one."""
-        for job in self.store.all("SELECT * FROM jobs WHERE status='validating_files' ORDER BY seq"):
-            self.validate(job)
-        if self.child is None:
-            job = claim_next(self.store, self.index)
-            if job is not None:
-                self.start(job)
-        else:
-            self.follow()
-
-    def validate(self, job: dict[str, Any]) -> None:
-        """validating_files -> queued, or failed with the validator's line-numbered messages."""
-        error = validate_job_files(self.store, job)
-        if error is not None:
-            fail_job(self.store, job["id"], error["code"], error["message"], error["param"])
-        elif transition(self.store, job["id"], "queued", ("validating_files",)):
-            self.store.add_event(job["id"], "Files validated, moving job to queued state")
-
-    def start(self, job: dict[str, Any]) -> None:
-        """Start the training child: resuming from the job's latest checkpoint when there is one."""
-        from lmtune.config_file import dump_config
-        from lmtune.runs import read_lineage
-
-        run_dir = Path(job["run_dir"]) if job["run_dir"] else None
-        step = _latest_step(run_dir)
-        if run_dir and (run_dir / "final").exists() and "result" in read_lineage(run_dir):
-            finalize_success(self.store, self.cfg.blob_dir, job, run_dir)  # finished before a crash
-            return
-        job_dir = self.cfg.jobs_dir / job["id"]
-        job_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "lmtune.serve.worker", "train", "--config", str(job_dir / "config.yaml")]
-        if step is not None:
-            cmd += ["--resume", str(run_dir)]
-            self.store.add_event(job["id"], f"Resuming training from the checkpoint at step {step}")
-        else:
-            try:
-                files = {p: self.store.one("SELECT path FROM files WHERE id=?", (job[p],)) for p in
-                         ("training_file", "validation_file") if job[p]}
-                run_cfg = build_run_config(job, self.cfg, files["training_file"]["path"],
-                                           files["validation_file"]["path"] if "validation_file" in files else None)
-            except (ValidationError, TypeError, KeyError) as err:
-                fail_job(self.store, job["id"], "invalid_config", f"cannot build the run config: {err}")
-                return
-            (job_dir / "config.yaml").write_text(dump_config(run_cfg), encoding="utf-8")
-            run_dir = None
-            self.store.execute("UPDATE jobs SET run_dir=NULL, metrics_step=0 WHERE id=?", (job["id"],))
-            job["metrics_step"] = 0
-            self.store.add_event(job["id"], "Fine-tuning job started")
-        log = open(job_dir / "train.log", "ab")  # noqa: SIM115 - the child owns it while it runs
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-        log.close()
-        self.job, self.run_dir = job, run_dir
-
-    def _find_run_dir(self) -> Path | None:
-        found = [p for p in self.cfg.runs_dir.glob(f"{self.job['id']}-*") if (p / "config.yaml").exists()]
-        if not found:
-            return None
-        run_dir = max(found, key=lambda p: p.stat().st_mtime)
-        self.store.execute("UPDATE jobs SET run_dir=? WHERE id=?", (str(run_dir), self.job["id"]))
-        return run_dir
-
-    def follow(self) -> None:
-        """React to the job's status (cancel, pause, resume) and record its progress."""
-        assert self.job is not None and self.child is not None
-        job_id = self.job["id"]
-        row = self.store.one("SELECT * FROM jobs WHERE id=?", (job_id,))
-        status = row["status"] if row else "cancelled"
-        self.run_dir = self.run_dir or self._find_run_dir()
-        if self.run_dir is not None and row is not None:
-            row["metrics_step"] = self.job["metrics_step"]
-            record_progress(self.store, row, self.run_dir)
-            self.job["metrics_step"] = row["metrics_step"]
-        rc = self.child.poll()
-        if status == "queued" and transition(self.store, job_id, "running", ("queued",)):
-            status = "running"  # resumed before the pause took effect: carry on
-        if status == "cancelled":
-            self.stop("Training stopped: the job was cancelled")
-        elif status == "paused":
-            step = _latest_step(self.run_dir)
-            if rc is not None and rc == 0 and self.run_dir is not None:
-                transition(self.store, job_id, "running", ("paused",))
-                self.finish(0)
-            elif rc is not None or (step is not None and step > (row["pause_step"] or 0)):
-                self.stop(f"Training paused after the checkpoint at step {step}" if step else "Training paused")
-        elif rc is not None:
-            self.finish(rc)
-
-    def finish(self, rc: int) -> None:
-        """The child ended on its own: record success or failure."""
-        assert self.job is not None
-        run_dir = self.run_dir or self._find_run_dir()
-        if rc == 0 and run_dir is not None and (run_dir / "final").exists():
-            finalize_success(self.store, self.cfg.blob_dir, self.job, run_dir)
-        else:
-            message = _log_tail(self.cfg.jobs_dir / self.job["id"] / "train.log")
-            fail_job(self.store, self.job["id"], "training_failed", message)
-        self.child = self.job = self.run_dir = None
-
-    def stop(self, message: str) -> None:
-        """Terminate the training child (SIGTERM, then SIGKILL) and forget the job."""
-        assert self.job is not None and self.child is not None
-        if self.child.poll() is None:
-            self.child.terminate()
-            try:
-                self.child.wait(STOP_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.child.kill()
-                self.child.wait()
-        self.store.add_event(self.job["id"], message)
-        self.child = self.job = self.run_dir = None
-
-    def run(self, parent: int | None = None) -> None:
-        """Poll forever; exit (stopping the child) when the process that started us is gone."""
-        self.requeue_orphans()
-        while parent is None or os.getppid() == parent:
-            self.tick()
-            time.sleep(self.cfg.poll_seconds)
-        if self.child is not None and self.child.poll() is None:
-            self.child.kill()  # the job stays `running` in the database and resumes at the next start
+PRIVATE_UMASK = 0o077  # everything the service writes is readable by its user only
 
 
 def _watch_parent(parent: int) -> None:
-    """Exit when the worker that started this training child dies (no orphan keeps training)."""
+    """Where the kernel cannot signal a parent's death (not Linux): poll for it and exit."""
     def watch() -> None:
-        while os.getppid() == parent:
+        while parent_alive(parent):
             time.sleep(0.5)
-        os._exit(3)
+        os._exit(ORPHAN_EXIT_CODE)
 
     threading.Thread(target=watch, daemon=True).start()
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.parent_pid is not None and not bind_to_parent(args.parent_pid):
+        _watch_parent(args.parent_pid)
     from lmtune.config_file import load_config
     from lmtune.train.run import run_training
 
-    _watch_parent(os.getppid())
     run_training(load_config(args.config), resume=args.resume, echo=lambda line: print(line, flush=True))
     return 0
 
 
 def _serve_loop(args: argparse.Namespace) -> int:
+    if args.parent_pid is not None:
+        bind_to_parent(args.parent_pid)  # Worker.run also polls for it, for platforms without the signal
+    import fcntl
+    from pathlib import Path
+
+    from lmtune.serve.config import ServeConfig
+    from lmtune.serve.worker_loop import Worker
+
     settings = Path(args.data_dir).expanduser().resolve() / "serve.json"
     cfg = ServeConfig.model_validate_json(settings.read_text()) if settings.exists() else ServeConfig(data_dir=args.data_dir)
-    cfg.root.mkdir(parents=True, exist_ok=True)
+    cfg.make_root()
     with open(cfg.root / f"worker-{args.index}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a predecessor that is still exiting holds it for a moment
-        Worker(cfg, args.index).run(parent=os.getppid() if args.exit_with_parent else None)
+        Worker(cfg, args.index).run(parent=args.parent_pid)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m lmtune.serve.worker`."""
     argv = sys.argv[1:] if argv is None else argv
+    os.umask(PRIVATE_UMASK)  # also when started by hand; the training child inherits it
     if argv[:1] == ["train"]:
         parser = argparse.ArgumentParser(prog="lmtune.serve.worker train")
         parser.add_argument("--config", required=True)
         parser.add_argument("--resume", default=None)
+        parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process (the worker) dies")
         return _train(parser.parse_args(argv[1:]))
     parser = argparse.ArgumentParser(prog="lmtune.serve.worker")
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--index", type=int, default=0)
-    parser.add_argument("--exit-with-parent", action="store_true")
+    parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process (the server) dies")
     return _serve_loop(parser.parse_args(argv))
 
 
