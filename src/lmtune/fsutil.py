@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,7 +36,9 @@ def atomic_dir(final: Path, keep_existing: bool = False) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name[:40]}-", dir=final.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; caches and exports may be shared between users
+    # mkdtemp makes it private; take the parent's mode instead: shared where caches and exports are
+    # shared (0755), private inside a private folder such as lmtune serve's data directory (0700).
+    tmp.chmod(stat.S_IMODE(final.parent.stat().st_mode))
     try:
         yield tmp
         for f in tmp.rglob("*"):

@@ -13,6 +13,7 @@ workers continue the jobs it left running.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.routing import Match
 
 from lmtune.serve import routes_files, routes_jobs, routes_models
 from lmtune.serve.config import ServeConfig
@@ -35,9 +37,9 @@ MULTIPART_OVERHEAD = 64 * 1024  # form boundaries and headers around the file in
 
 
 def start_workers(cfg: ServeConfig) -> list[subprocess.Popen]:
-    """Start the worker processes (they exit by themselves when this process dies)."""
+    """Start the worker processes (they exit by themselves when this process dies, whenever that is)."""
     return [subprocess.Popen([sys.executable, "-m", "lmtune.serve.worker", "--data-dir", str(cfg.root),
-                              "--index", str(i), "--exit-with-parent"], stdin=subprocess.DEVNULL)
+                              "--index", str(i), "--parent-pid", str(os.getpid())], stdin=subprocess.DEVNULL)
             for i in range(cfg.workers)]
 
 
@@ -55,6 +57,9 @@ def stop_workers(workers: list[subprocess.Popen]) -> None:
 def _route_template(scope: dict) -> str:
     """The matched route's template, e.g. /v1/files/{file_id} (FastAPI reports it without the router prefix)."""
     path = getattr(scope.get("route"), "path", None)
+    if path is None:  # Starlette's own routes (/openapi.json, /docs) do not record themselves in the scope
+        app = scope.get("app")
+        path = next((r.path for r in getattr(app, "routes", ()) if r.matches(scope)[0] == Match.FULL), None)
     if path is None:
         return "unmatched"  # never the raw path: ids would make unbounded metric labels
     return API_PREFIX + path if scope["path"].startswith(API_PREFIX + "/") and not path.startswith(API_PREFIX) else path
@@ -96,7 +101,8 @@ class RequestObserver:
 
 def create_app(cfg: ServeConfig) -> FastAPI:
     """The service for `cfg`: database and folders are created, workers start with the app."""
-    cfg = cfg.model_copy(update={"data_dir": str(cfg.root)})  # workers may run elsewhere: absolute path
+    # Workers may run elsewhere: absolute path; the thread split is resolved once, for server and workers.
+    cfg = cfg.model_copy(update={"data_dir": str(cfg.root)}).with_thread_split()
     cfg.save()
     store = Store(cfg.db_path)
     metrics = ServiceMetrics(store)

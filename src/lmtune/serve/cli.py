@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 DEFAULT_DATA_DIR = "lmtune-data"  # relative to where the server is started; --data-dir or the config file overrides it
@@ -24,6 +25,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from lmtune.serve.app import create_app
     from lmtune.serve.config import load_serve_config
+    from lmtune.serve.worker import PRIVATE_UMASK
+
+    os.umask(PRIVATE_UMASK)  # database, logs, runs and caches private to this user; workers inherit it
 
     data_dir = args.data_dir or (None if args.config else DEFAULT_DATA_DIR)  # a config file may name it
     cfg = load_serve_config(args.config, data_dir=data_dir, host=args.host, port=args.port, workers=args.workers)

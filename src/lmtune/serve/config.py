@@ -6,17 +6,37 @@ Usage:
     cfg.db_path, cfg.blob_dir, cfg.runs_dir                         # derived paths
 
 The server writes the resolved settings to <data_dir>/serve.json so its worker processes use the
-same values.
+same values. Everything under data_dir is private to the service's user (folders 0700, files 0600).
+
+Threads: unset, training_threads and inference_threads split the cores this process may use
+(os.sched_getaffinity) so that a chat answered while a job trains does not fight it for every core:
+inference gets a quarter of the cores (at least 1, at most 8), each worker's training child an equal
+share of the rest (at least 1). On 2 cores with 1 worker: 1 and 1; on 16 cores: 4 and 12.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
+
+PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
+MAX_INFERENCE_THREADS = 8  # generation of one short reply gains little beyond this; training gets the rest
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def split_threads(cores: int, workers: int) -> tuple[int, int]:
+    """(training threads per worker, inference threads) for `cores` cores: the documented default split."""
+    inference = min(MAX_INFERENCE_THREADS, max(1, cores // 4))
+    return max(1, (cores - inference) // workers), inference
 
 
 class ServeConfig(BaseModel):
@@ -57,9 +77,9 @@ class ServeConfig(BaseModel):
     max_seq_len: int = Field(1024, gt=0)
     """data.max_seq_len of every job."""
     training_threads: int | None = Field(None, gt=0)
-    """training.num_threads of every job (null: PyTorch's default)."""
+    """training.num_threads of every job (null: the default split, the cores left by inference over the workers)."""
     inference_threads: int | None = Field(None, gt=0)
-    """PyTorch threads used by the server for generation (null: PyTorch's default)."""
+    """PyTorch threads used by the server for generation (null: the default split, a quarter of the cores, 1-8)."""
     max_tokens_limit: int = Field(2048, gt=0)
     """Largest max_tokens a completion request may ask for."""
     poll_seconds: float = Field(0.5, gt=0)
@@ -90,6 +110,22 @@ class ServeConfig(BaseModel):
         """Per-job config.yaml and train.log."""
         return self.root / "jobs"
 
+    def project_cache(self, project: str) -> Path:
+        """model.cache_dir of the project's jobs: its prepared data and baselines, inside the data folder."""
+        return self.root / "cache" / project
+
+    def with_thread_split(self) -> ServeConfig:
+        """These settings with unset thread counts filled in by the default split of the usable cores."""
+        training, inference = split_threads(usable_cores(), self.workers)
+        return self.model_copy(update={"training_threads": self.training_threads or training,
+                                       "inference_threads": self.inference_threads or inference})
+
+    def make_root(self) -> Path:
+        """Create the data folder, private to the service's user."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+        self.root.chmod(PRIVATE_DIR)  # also when it existed already, e.g. made by a test or an admin
+        return self.root
+
     @property
     def settings_file(self) -> Path:
         """The resolved settings, written by the server for its workers."""
@@ -97,8 +133,11 @@ class ServeConfig(BaseModel):
 
     def save(self) -> Path:
         """Write the resolved settings to <data_dir>/serve.json."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.settings_file.write_text(json.dumps(self.model_dump(mode="json"), indent=2), encoding="utf-8")
+        self.make_root()
+        fd = os.open(self.settings_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(json.dumps(self.model_dump(mode="json"), indent=2))
+        self.settings_file.chmod(PRIVATE_FILE)  # a file from an older version may be 0644
         return self.settings_file
 
 

@@ -15,12 +15,15 @@ is safe to share between threads and processes. JSON columns (names in JSON_COLU
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+from lmtune.serve.config import PRIVATE_DIR, PRIVATE_FILE
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (name TEXT PRIMARY KEY, created_at INTEGER NOT NULL);
@@ -52,6 +55,8 @@ CREATE TABLE IF NOT EXISTS models (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, project TEXT NOT NULL,
     created_at INTEGER NOT NULL, base TEXT NOT NULL, job_id TEXT NOT NULL, path TEXT NOT NULL,
     deleted INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS workers (
+    idx INTEGER PRIMARY KEY, pid INTEGER NOT NULL, heartbeat REAL NOT NULL, job_id TEXT, steps_per_second REAL);
 """
 
 JSON_COLUMNS = {"error", "hyperparameters", "method", "metadata", "result_files", "data", "metrics"}
@@ -87,7 +92,11 @@ class Store:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+        # Key hashes and metadata: private to the user, also when `lmtune keys` creates it (no umask set);
+        # SQLite gives the -wal and -shm files the database file's mode.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE))
+        self.path.chmod(PRIVATE_FILE)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the database file
             db.executescript(SCHEMA)
