@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from lmtune.serve.config import ServeConfig
-from lmtune.serve.errors import not_found
+from lmtune.serve.errors import APIError, not_found
 from lmtune.serve.store import Store
 
 
@@ -56,6 +56,25 @@ class Loaded:
     def count(self, text: str) -> int:
         """Tokens in `text` as the model reads it."""
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def check_context(self, prompts: list[str], max_new_tokens: int | None, param: str) -> int | None:
+        """Tokens left after the longest prompt; 400 context_length_exceeded, worded as OpenAI does, when
+        a prompt (plus max_new_tokens when the client set it) does not fit the model's context."""
+        context = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+        if not context:
+            return None
+        longest = max(self.count(p) for p in prompts)
+        where = "in the messages" if param == "messages" else "in your prompt"
+        if max_new_tokens is not None and longest + max_new_tokens > context:
+            text = (f"This model's maximum context length is {context} tokens. However, you requested "
+                    f"{longest + max_new_tokens} tokens ({longest} {where}, {max_new_tokens} in the completion). "
+                    f"Please reduce the length of the {param} or completion.")
+        elif longest >= context:
+            text = (f"This model's maximum context length is {context} tokens. However, your {param} resulted in "
+                    f"{longest} tokens. Please reduce the length of the {param}.")
+        else:
+            return context - longest
+        raise APIError(400, text, param=param, code="context_length_exceeded")
 
     def complete(self, prompts: list[str], max_new_tokens: int, temperature: float, top_p: float,
                  stop: list[str], seed: int) -> list[Any]:

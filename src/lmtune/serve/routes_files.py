@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 
 from lmtune.serve import blobs
 from lmtune.serve.auth import Project
 from lmtune.serve.errors import APIError, log, not_found
 from lmtune.serve.jobs import ACTIVE
+from lmtune.serve.purge import purge_file
+from lmtune.serve.query import refuse_unknown_query
 from lmtune.serve.store import new_id, now
 
-router = APIRouter(tags=["files"])
+router = APIRouter(tags=["files"], dependencies=[Depends(refuse_unknown_query)])
 PURPOSES = ("fine-tune",)
 
 
@@ -102,7 +104,7 @@ def delete_file(request: Request, project: Project, file_id: str) -> dict[str, A
         raise APIError(409, f"File {file_id} is used by job {busy['id']}, which has not finished", param="file_id",
                        code="file_in_use")
     store.execute("UPDATE files SET deleted=1 WHERE id=?", (file_id,))
-    blobs.remove(row["path"])
+    purge_file(request.app.state.cfg, store, row)
     return {"id": file_id, "object": "file", "deleted": True}
 
 

@@ -15,15 +15,17 @@ import secrets
 import time
 from typing import Any, Iterator
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from lmtune.serve.auth import Project
 from lmtune.serve.errors import APIError, error_body, log, not_found
 from lmtune.serve.inference import Loaded, StreamEnd
+from lmtune.serve.purge import purge_model
+from lmtune.serve.query import refuse_unknown_query
 from lmtune.serve.schemas import ChatRequest, CompletionRequest, Sampling
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], dependencies=[Depends(refuse_unknown_query)])
 DEFAULT_MAX_TOKENS = 256
 
 
@@ -63,10 +65,12 @@ def delete_model(request: Request, project: Project, model_id: str) -> dict[str,
     if model_id in request.app.state.cfg.base_models:
         raise APIError(403, f"Model {model_id} is a base model and cannot be deleted", param="model",
                        code="model_not_deletable")
-    if _own_model(request, project, model_id) is None:
+    row = _own_model(request, project, model_id)
+    if row is None:
         raise not_found("model", model_id, "model")
     request.app.state.store.execute("UPDATE models SET deleted=1 WHERE id=?", (model_id,))
     request.app.state.pool.evict(model_id)
+    purge_model(request.app.state.cfg, request.app.state.store, row)
     return {"id": model_id, "object": "model", "deleted": True}
 
 
@@ -106,8 +110,9 @@ def _check_prompts(loaded: Loaded, prompts: list[str], param: str) -> None:
 
 
 def _stream(request: Request, loaded: Loaded, body: Sampling, prompts: list[str], opts: dict[str, Any],
-            chat: bool) -> StreamingResponse:
-    """SSE chunks for every (prompt, choice), then usage when asked, then [DONE]."""
+            chat: bool, started: float) -> StreamingResponse:
+    """SSE chunks for every (prompt, choice), then usage when asked, then [DONE]; `started` is the request's time."""
+    first_token = request.app.state.metrics.first_token.labels(endpoint="chat" if chat else "completion")
     head = {"id": ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12),
             "object": "chat.completion.chunk" if chat else "text_completion",
             "created": int(time.time()), "model": body.model}
@@ -135,6 +140,7 @@ def _stream(request: Request, loaded: Loaded, body: Sampling, prompts: list[str]
 
     def generate_events() -> Iterator[str]:
         prompt_tokens = completion_tokens = 0
+        timed = False
         for p, prompt in enumerate(prompts):
             for k in range(body.n):
                 index = p * body.n + k
@@ -146,6 +152,9 @@ def _stream(request: Request, loaded: Loaded, body: Sampling, prompts: list[str]
                         completion_tokens += piece.completion_tokens
                         yield chunk([choice(index, None if chat else "", piece.finish_reason)])
                     else:
+                        if not timed:
+                            first_token.observe(time.perf_counter() - started)
+                            timed = True
                         yield chunk([choice(index, piece, None)])
         _count(request, body.model, completion_tokens)
         if with_usage:
@@ -158,11 +167,15 @@ def _stream(request: Request, loaded: Loaded, body: Sampling, prompts: list[str]
 @router.post("/chat/completions", response_model=None)
 def chat_completions(request: Request, project: Project, body: ChatRequest) -> dict[str, Any] | StreamingResponse:
     """A chat reply rendered with the template the model was trained with."""
+    started = time.perf_counter()
     opts = _options(request, body, body.token_limit(0) or None)
     loaded = _load(request, project, body)
     prompt = loaded.chat_prompt([(m.role, m.text()) for m in body.messages])
+    room = loaded.check_context([prompt], opts["max_new_tokens"] if body.token_limit(0) else None, "messages")
+    if room is not None:  # no max_tokens given: the reply may use what the context leaves
+        opts["max_new_tokens"] = min(opts["max_new_tokens"], room)
     if body.stream:
-        return _stream(request, loaded, body, [prompt], opts, chat=True)
+        return _stream(request, loaded, body, [prompt], opts, chat=True, started=started)
     gens = loaded.complete([prompt] * body.n, **opts)
     completion = sum(g.n_new_tokens for g in gens)
     _count(request, body.model, completion)
@@ -175,12 +188,14 @@ def chat_completions(request: Request, project: Project, body: ChatRequest) -> d
 @router.post("/completions", response_model=None)
 def completions(request: Request, project: Project, body: CompletionRequest) -> dict[str, Any] | StreamingResponse:
     """Plain text continuation of each prompt (no chat template)."""
+    started = time.perf_counter()
     opts = _options(request, body, body.max_tokens or 16)  # OpenAI's default for completions
     loaded = _load(request, project, body)
     prompts = body.prompts()
     _check_prompts(loaded, prompts, "prompt")
+    loaded.check_context(prompts, opts["max_new_tokens"], "prompt")
     if body.stream:
-        return _stream(request, loaded, body, prompts, opts, chat=False)
+        return _stream(request, loaded, body, prompts, opts, chat=False, started=started)
     gens = loaded.complete([p for p in prompts for _ in range(body.n)], **opts)
     completion = sum(g.n_new_tokens for g in gens)
     prompt_tokens = sum(g.n_prompt_tokens for g in gens[:: body.n])
