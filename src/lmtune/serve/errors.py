@@ -61,10 +61,21 @@ async def _api_error(_: Request, err: APIError) -> JSONResponse:
     return error_response(err)
 
 
+def _json_error(first: dict) -> APIError:
+    """A body that is not JSON: say so, and where the parser gave up (pydantic says only "JSON decode error")."""
+    detail = (first.get("ctx") or {}).get("error")
+    where = first.get("loc", ("body", None))[-1]
+    text = "We could not parse the JSON body of your request" + (f": {detail}" if detail else "") + (
+        f" (at character {where})" if isinstance(where, int) else "") + ". The API expects a JSON object."
+    return APIError(400, text, code="invalid_json")
+
+
 async def _validation(_: Request, err: RequestValidationError) -> JSONResponse:
     first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":
+        return error_response(_json_error(first))
     param = _param(tuple(first.get("loc", ())))
-    msg = first.get("msg", "invalid request")
+    msg = first.get("msg", "invalid request").removeprefix("Value error, ")
     if first.get("type") == "extra_forbidden":
         msg = "Unrecognized request argument supplied"
     text = f"{param}: {msg}" if param else msg

@@ -15,7 +15,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import ValidationError
 
 from lmtune.serve.auth import Project
@@ -31,11 +31,12 @@ from lmtune.serve.jobs import (
     resolve_hyperparameters,
     transition,
 )
+from lmtune.serve.query import dict_query, refuse_unknown_query, takes_dict_query
 from lmtune.serve.routes_files import get_file, page_view
 from lmtune.serve.schemas import CreateJob
 from lmtune.serve.store import encode, new_id, now
 
-router = APIRouter(tags=["fine-tuning"])
+router = APIRouter(tags=["fine-tuning"], dependencies=[Depends(refuse_unknown_query)])
 # RunConfig fields a job sets from the request, and the request parameter to blame when one is rejected.
 CONFIG_PARAMS = {"training.epochs": "n_epochs", "training.batch_size": "batch_size",
                  "training.learning_rate": "learning_rate_multiplier", "method.dpo.beta": "beta",
@@ -89,10 +90,15 @@ def create_job(request: Request, project: Project, body: CreateJob) -> dict[str,
 
 
 @router.get("/fine_tuning/jobs")
+@takes_dict_query("metadata")
 def list_jobs(request: Request, project: Project, after: str | None = None,
               limit: int = Query(20, ge=1, le=100)) -> dict[str, Any]:
-    """The project's jobs, newest first."""
-    return page_view(request, "jobs", "project=?", (project,), after, limit, "desc", job_view)
+    """The project's jobs, newest first; metadata[key]=value keeps only jobs with that metadata (all of them)."""
+    where, params = "project=?", [project]
+    for key, value in dict_query(request, "metadata").items():
+        where += " AND EXISTS (SELECT 1 FROM json_each(jobs.metadata) WHERE key=? AND value=?)"
+        params += [key, value]
+    return page_view(request, "jobs", where, tuple(params), after, limit, "desc", job_view)
 
 
 @router.get("/fine_tuning/jobs/{job_id}")

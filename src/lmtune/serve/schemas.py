@@ -10,13 +10,52 @@ Responses are plain dicts shaped like the openai package's types (see views in t
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import math
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-PosInt = Annotated[int, Field(gt=0, le=1000)]
-PosFloat = Annotated[float, Field(gt=0, le=100)]
 Auto = Literal["auto"]
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric hyperparameter: integers from low, or numbers above low (exclusive)."""
+
+    low: float
+    high: float
+    integer: bool
+
+    def describe(self) -> str:
+        """e.g. "'auto' or an integer from 1 to 1000"."""
+        if self.integer:
+            return f"'auto' or an integer from {self.low:g} to {self.high:g}"
+        return f"'auto' or a number greater than {self.low:g} and at most {self.high:g}"
+
+    def check(self, value: Any) -> Any:
+        """The value when it is allowed; ValueError naming the range otherwise."""
+        if value == "auto":
+            return value
+        number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+        if number and self.integer and float(value).is_integer():
+            value = int(value)
+        fits = number and (isinstance(value, int) or not self.integer) and (
+            self.low <= value <= self.high if self.integer else self.low < value <= self.high)
+        if not fits:
+            raise ValueError(f"must be {self.describe()}; got {value!r}")
+        return value
+
+
+# The one definition of the hyperparameters' ranges (the API reference in docs/serve.md quotes them).
+RANGES = {"n_epochs": Range(1, 1000, integer=True), "batch_size": Range(1, 1000, integer=True),
+          "learning_rate_multiplier": Range(0, 100, integer=False), "beta": Range(0, 100, integer=False)}
+
+
+def _hyperparameter(name: str, kind: type) -> Any:
+    """The field type of hyperparameter `name`: "auto" or a value in RANGES[name], said plainly when not."""
+    rule = RANGES[name]
+    return Annotated[Auto | kind, BeforeValidator(rule.check), Field(description=f"{rule.describe()}.")]
 
 
 class Body(BaseModel):
@@ -26,15 +65,15 @@ class Body(BaseModel):
 class Hyperparameters(Body):
     """Supervised hyperparameters; each a number or "auto" (the server's documented default)."""
 
-    n_epochs: Auto | PosInt = "auto"
-    batch_size: Auto | PosInt = "auto"
-    learning_rate_multiplier: Auto | PosFloat = "auto"
+    n_epochs: _hyperparameter("n_epochs", int) = "auto"
+    batch_size: _hyperparameter("batch_size", int) = "auto"
+    learning_rate_multiplier: _hyperparameter("learning_rate_multiplier", float) = "auto"
 
 
 class DpoHyperparameters(Hyperparameters):
     """DPO hyperparameters: the supervised ones plus beta."""
 
-    beta: Auto | PosFloat = "auto"
+    beta: _hyperparameter("beta", float) = "auto"
 
 
 class Supervised(Body):
