@@ -10,6 +10,8 @@ import json
 import httpx
 import pytest
 
+from lmtune.serve.schemas import RANGES
+
 SHAPE = {"message", "type", "param", "code"}
 
 
@@ -140,3 +142,48 @@ def test_absurd_job_fields(api, file_id):
     _error(api.post("/fine_tuning/jobs", json={**base, "training_file": "file-" + "0" * 24}), 404)
     _error(api.get("/fine_tuning/jobs", params={"limit": 10**9}), 400)
     _error(api.get("/files", params={"after": "file-unknown"}), 400)
+
+
+@pytest.mark.parametrize(("method_type", "field", "value"), [
+    ("supervised", "n_epochs", -1), ("supervised", "n_epochs", 0), ("supervised", "n_epochs", 1.5),
+    ("supervised", "n_epochs", 100000), ("supervised", "batch_size", 0), ("supervised", "learning_rate_multiplier", -0.5),
+    ("dpo", "beta", -0.1),
+])
+def test_out_of_range_hyperparameters_name_the_field_and_its_range(api, file_id, method_type, field, value):
+    method = {"type": method_type, method_type: {"hyperparameters": {field: value}}}
+    error = _error(api.post("/fine_tuning/jobs", json={"model": "tiny-llama", "training_file": file_id,
+                                                       "method": method}), 400)
+    assert error["param"] == f"method.{method_type}.hyperparameters.{field}"
+    assert error["message"] == f"{error['param']}: must be {RANGES[field].describe()}; got {value!r}"
+
+
+def test_malformed_json_body_says_so(api):
+    resp = api.post("/fine_tuning/jobs", content=b'{"model": "tiny-llama", ', headers={"Content-Type": "application/json"})
+    message = _error(resp, 400)["message"]
+    assert message.startswith("We could not parse the JSON body of your request") and "at character 24" in message
+
+
+def test_unknown_query_parameters_are_refused_by_name(api, rserver):
+    error = _error(api.get("/files", params={"purpose": "fine-tune", "ordr": "asc"}), 400)
+    assert error["param"] == "ordr" and "'ordr'" in error["message"] and error["code"] == "unknown_parameter"
+    assert _error(api.get("/fine_tuning/jobs", params={"status": "running"}), 400)["param"] == "status"
+    assert _error(api.get("/models", params={"x": "1"}), 400)["param"] == "x"
+    assert api.get("/fine_tuning/jobs", params={"metadata[team]": "docs", "limit": 5}).status_code == 200
+    assert httpx.get(rserver.url + "/v1/files", params={"ordr": "asc"}).status_code == 401  # the key comes first
+
+
+def test_prompts_beyond_the_context_are_context_length_exceeded(api):
+    long_text = "word " * 500  # 2,500 tokens for tiny-llama's byte tokenizer; its context is 2,048
+    error = _error(api.post("/chat/completions", json={**CHAT, "messages": [{"role": "user", "content": long_text}]}), 400)
+    assert error["code"] == "context_length_exceeded" and error["param"] == "messages"
+    assert error["message"].startswith("This model's maximum context length is 2048 tokens. However, your messages "
+                                       "resulted in ")
+    near = "word " * 400  # 2,019 tokens with the chat template: fits alone, not with 32 tokens of completion
+    error = _error(api.post("/chat/completions", json={**CHAT, "max_tokens": 32,
+                                                       "messages": [{"role": "user", "content": near}]}), 400)
+    assert error["code"] == "context_length_exceeded" and "you requested" in error["message"]
+    assert "32 in the completion" in error["message"]
+    error = _error(api.post("/completions", json={"model": "tiny-llama", "prompt": ["hi", long_text]}), 400)
+    assert error["code"] == "context_length_exceeded" and error["param"] == "prompt"
+    fits = api.post("/chat/completions", json={**CHAT, "messages": [{"role": "user", "content": near}]})
+    assert fits.status_code == 200, fits.text  # without max_tokens the reply takes what the context leaves

@@ -21,7 +21,9 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.routing import Match
 
 from lmtune.serve import routes_files, routes_jobs, routes_models
@@ -33,6 +35,7 @@ from lmtune.serve.store import Store
 
 log = logging.getLogger("lmtune.serve")
 API_PREFIX = "/v1"
+DOCS_ASSETS = "/docs-assets"  # Swagger UI's JavaScript and CSS, served by this app
 MULTIPART_OVERHEAD = 64 * 1024  # form boundaries and headers around the file in an upload
 
 
@@ -54,12 +57,15 @@ def stop_workers(workers: list[subprocess.Popen]) -> None:
             proc.kill()
 
 
-def _route_template(scope: dict) -> str:
-    """The matched route's template, e.g. /v1/files/{file_id} (FastAPI reports it without the router prefix)."""
+def _route_template(scope: dict, initial: dict) -> str:
+    """The matched route's template, e.g. /v1/files/{file_id} (FastAPI reports it without the router prefix).
+
+    `initial` is the scope as the request came in: routing rewrites the scope (a Mount sets root_path).
+    """
     path = getattr(scope.get("route"), "path", None)
-    if path is None:  # Starlette's own routes (/openapi.json, /docs) do not record themselves in the scope
+    if path is None:  # Starlette's own routes (/openapi.json, /docs, mounts) do not record themselves
         app = scope.get("app")
-        path = next((r.path for r in getattr(app, "routes", ()) if r.matches(scope)[0] == Match.FULL), None)
+        path = next((r.path for r in getattr(app, "routes", ()) if r.matches(initial)[0] == Match.FULL), None)
     if path is None:
         return "unmatched"  # never the raw path: ids would make unbounded metric labels
     return API_PREFIX + path if scope["path"].startswith(API_PREFIX + "/") and not path.startswith(API_PREFIX) else path
@@ -75,7 +81,7 @@ class RequestObserver:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
+        started, initial = time.perf_counter(), dict(scope)
         length = dict(scope.get("headers") or []).get(b"content-length")
         if scope["method"] == "POST" and length and int(length) > self.cfg.max_upload_bytes + MULTIPART_OVERHEAD:
             err = APIError(413, f"Request too large: uploads are limited to {self.cfg.max_upload_bytes} bytes",
@@ -89,7 +95,7 @@ class RequestObserver:
                 status["code"] = message["status"]
             await send(message)
             if message["type"] == "http.response.body" and not message.get("more_body", False):
-                route = _route_template(scope)
+                route = _route_template(scope, initial)
                 seconds = time.perf_counter() - started
                 self.metrics.observe(route, scope["method"], status["code"], seconds)
                 state = scope.get("state") or {}
@@ -97,6 +103,22 @@ class RequestObserver:
                             state.get("tokens"))
 
         await self.app(scope, receive, observed_send)
+
+
+def add_offline_docs(app: FastAPI) -> None:
+    """GET /docs: Swagger UI from the assets of the pinned swagger-ui-bundle package, so it renders offline."""
+    import swagger_ui_bundle
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_bundle.swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        # validatorUrl None: Swagger UI would otherwise fetch a badge from validator.swagger.io.
+        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} - API",
+                                   swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+                                   swagger_ui_parameters={"validatorUrl": None})
 
 
 def create_app(cfg: ServeConfig) -> FastAPI:
@@ -115,7 +137,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         finally:
             stop_workers(workers)
 
-    app = FastAPI(title="lmtune serve", version="1", lifespan=lifespan,
+    app = FastAPI(title="lmtune serve", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="OpenAI-compatible fine-tuning and inference on your own hardware.")
     app.state.cfg, app.state.store, app.state.metrics = cfg, store, metrics
     app.state.pool = ModelPool(cfg, store)
@@ -123,6 +145,8 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     install_handlers(app)
     for router in (routes_files.router, routes_jobs.router, routes_models.router):
         app.include_router(router, prefix=API_PREFIX)
+
+    add_offline_docs(app)
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from fastapi import Request
 
+from lmtune.serve.auth import Project
 from lmtune.serve.errors import APIError
 
 DICT_KEY = re.compile(r"^([A-Za-z_]+)\[(.+)\]$")
@@ -47,8 +48,9 @@ def _query_names(dependant: Any) -> set[str]:
     return names
 
 
-def refuse_unknown_query(request: Request) -> None:
-    """Router dependency: 400 invalid_request_error naming every query parameter the route does not take."""
+def refuse_unknown_query(request: Request, _: Project) -> None:
+    """Router dependency: 400 invalid_request_error naming every query parameter the route does not take
+    (after the API key is checked: a caller without one gets 401 first)."""
     route = request.scope.get("route")
     if route is None:
         return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import openai
 import pytest
@@ -98,3 +100,29 @@ def test_openapi_and_prometheus_metrics(server, alpha):
     assert "lmtune_request_latency_seconds_bucket" in text
     assert "lmtune_queue_length" in text and 'lmtune_jobs{status="queued"}' in text
     assert server.keys["alpha"] not in server.log.read_text()  # keys are never logged
+
+
+def test_metrics_latency_buckets_status_first_token_and_real_routes(server, alpha):
+    alpha.files.list()
+    with pytest.raises(openai.NotFoundError):
+        alpha.files.retrieve("file-" + "0" * 24)
+    chunks = list(alpha.chat.completions.create(model="tiny-llama", messages=[{"role": "user", "content": "hi"}],
+                                                max_tokens=3, temperature=0, stream=True))
+    assert chunks
+    for path in ("/openapi.json", "/docs", "/docs-assets/swagger-ui.css"):
+        assert httpx.get(server.url + path).status_code == 200
+    text = httpx.get(server.url + "/metrics").text
+    assert 'lmtune_request_latency_seconds_bucket{le="600.0",route="/v1/files",status="200"}' in text
+    assert 'lmtune_request_latency_seconds_count{route="/v1/files/{file_id}",status="404"}' in text
+    assert 'lmtune_time_to_first_token_seconds_count{endpoint="chat"} 1.0' in text
+    for route in ("/openapi.json", "/docs", "/docs-assets"):
+        assert f'lmtune_requests_total{{method="GET",route="{route}",status="200"}}' in text
+    assert 'route="unmatched"' not in text
+
+
+def test_docs_render_offline(server):
+    html = httpx.get(server.url + "/docs").text
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert "SwaggerUIBundle" in html and len(assets) == 3 and "http" not in html.replace('"validatorUrl": null', "")
+    for asset in assets:  # everything the page loads comes from this server
+        assert asset.startswith("/docs-assets/") and httpx.get(server.url + asset).status_code == 200

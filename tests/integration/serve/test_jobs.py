@@ -88,6 +88,13 @@ def test_jobs_list_pages_newest_first(alpha, finished):
     assert ids.index(finished[0].id) < ids.index(finished[1].id)  # created later, listed first
 
 
+def test_jobs_list_filters_by_metadata(alpha, finished):
+    job = finished[0]  # the only job with metadata {"team": "docs"}
+    assert [j.id for j in alpha.fine_tuning.jobs.list(metadata={"team": "docs"})] == [job.id]
+    assert list(alpha.fine_tuning.jobs.list(metadata={"team": "ops"})) == []
+    assert list(alpha.fine_tuning.jobs.list(metadata={"team": "docs", "other": "x"})) == []
+
+
 def test_chat_streamed_and_not_with_the_fine_tuned_model(alpha, finished, server):
     model = finished[0].fine_tuned_model
     messages = [{"role": "user", "content": "What floats?"}]
