@@ -52,10 +52,16 @@ RANGES = {"n_epochs": Range(1, 1000, integer=True), "batch_size": Range(1, 1000,
           "learning_rate_multiplier": Range(0, 100, integer=False), "beta": Range(0, 100, integer=False)}
 
 
-def _hyperparameter(name: str, kind: type) -> Any:
-    """The field type of hyperparameter `name`: "auto" or a value in RANGES[name], said plainly when not."""
+def _hyperparameter(name: str) -> Any:
+    """The field type of hyperparameter `name`: "auto" or a value in RANGES[name], said plainly when not.
+
+    The bounds also go into the OpenAPI schema; the before-validator answers first, naming the range
+    (pydantic's own message for a union would be "Input should be 'auto'").
+    """
     rule = RANGES[name]
-    return Annotated[Auto | kind, BeforeValidator(rule.check), Field(description=f"{rule.describe()}.")]
+    bounded = Annotated[int, Field(ge=rule.low, le=rule.high)] if rule.integer else \
+        Annotated[float, Field(gt=rule.low, le=rule.high)]
+    return Annotated[Auto | bounded, BeforeValidator(rule.check), Field(description=f"{rule.describe()}.")]
 
 
 class Body(BaseModel):
@@ -65,15 +71,15 @@ class Body(BaseModel):
 class Hyperparameters(Body):
     """Supervised hyperparameters; each a number or "auto" (the server's documented default)."""
 
-    n_epochs: _hyperparameter("n_epochs", int) = "auto"
-    batch_size: _hyperparameter("batch_size", int) = "auto"
-    learning_rate_multiplier: _hyperparameter("learning_rate_multiplier", float) = "auto"
+    n_epochs: _hyperparameter("n_epochs") = "auto"
+    batch_size: _hyperparameter("batch_size") = "auto"
+    learning_rate_multiplier: _hyperparameter("learning_rate_multiplier") = "auto"
 
 
 class DpoHyperparameters(Hyperparameters):
     """DPO hyperparameters: the supervised ones plus beta."""
 
-    beta: _hyperparameter("beta", float) = "auto"
+    beta: _hyperparameter("beta") = "auto"
 
 
 class Supervised(Body):
