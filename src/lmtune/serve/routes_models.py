@@ -109,6 +109,14 @@ def _check_prompts(loaded: Loaded, prompts: list[str], param: str) -> None:
         raise APIError(400, f"{param}: the prompt is empty", param=param)
 
 
+def _fit_context(loaded: Loaded, prompts: list[str], opts: dict[str, Any], asked: int | None, param: str) -> None:
+    """400 context_length_exceeded when a prompt (plus the max_tokens the client `asked`) is too long;
+    a default token limit is cut to what the context leaves."""
+    room = loaded.check_context(prompts, asked, param)
+    if room is not None:
+        opts["max_new_tokens"] = min(opts["max_new_tokens"], room)
+
+
 def _stream(request: Request, loaded: Loaded, body: Sampling, prompts: list[str], opts: dict[str, Any],
             chat: bool, started: float) -> StreamingResponse:
     """SSE chunks for every (prompt, choice), then usage when asked, then [DONE]; `started` is the request's time."""
@@ -171,9 +179,7 @@ def chat_completions(request: Request, project: Project, body: ChatRequest) -> d
     opts = _options(request, body, body.token_limit(0) or None)
     loaded = _load(request, project, body)
     prompt = loaded.chat_prompt([(m.role, m.text()) for m in body.messages])
-    room = loaded.check_context([prompt], opts["max_new_tokens"] if body.token_limit(0) else None, "messages")
-    if room is not None:  # no max_tokens given: the reply may use what the context leaves
-        opts["max_new_tokens"] = min(opts["max_new_tokens"], room)
+    _fit_context(loaded, [prompt], opts, body.token_limit(0) or None, "messages")
     if body.stream:
         return _stream(request, loaded, body, [prompt], opts, chat=True, started=started)
     gens = loaded.complete([prompt] * body.n, **opts)
@@ -193,7 +199,7 @@ def completions(request: Request, project: Project, body: CompletionRequest) -> 
     loaded = _load(request, project, body)
     prompts = body.prompts()
     _check_prompts(loaded, prompts, "prompt")
-    loaded.check_context(prompts, opts["max_new_tokens"], "prompt")
+    _fit_context(loaded, prompts, opts, body.max_tokens, "prompt")
     if body.stream:
         return _stream(request, loaded, body, prompts, opts, chat=False, started=started)
     gens = loaded.complete([p for p in prompts for _ in range(body.n)], **opts)
