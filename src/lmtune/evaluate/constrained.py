@@ -7,9 +7,10 @@ Usage:
 
 Instead of generating an answer and parsing a label out of it (which fails when the model starts
 "The tweet expresses a"), every label's continuation is scored after the prompt and the most likely
-label is the answer: the answer is always a label. Each batch runs its prompts once with the KV cache,
-then all labels of every prompt in one forward pass over the cached prompts (the prompt is shared,
-never recomputed per label). A label's continuation is its text plus the end-of-turn token, exactly
+label is the answer: the answer is always a label. The token prefix shared by all prompts (system
+prompt, k-shot examples) runs once; each batch then runs its prompts' own tokens once with the KV
+cache, and all labels of every prompt in one forward pass over the cached prompts (the prompt is
+shared, never recomputed per label). A label's continuation is its text plus the end-of-turn token, exactly
 the tokens the fine-tuned model is trained on, so a label that is a prefix of another ("joy" and
 "joyful") is told apart.
 
@@ -20,6 +21,8 @@ labels; dividing each example's label probabilities by p_cf removes that bias.
 
 from __future__ import annotations
 
+import copy
+import inspect
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -68,7 +71,11 @@ def label_continuations(tokenizer, cfg: RunConfig, label_names: list[str]) -> li
 @torch.inference_mode()
 def label_logprobs(model, tokenizer, prompts: list[str], continuations: list[list[int]], batch_size: int = 16,
                    desc: str | None = None) -> np.ndarray:
-    """Summed log-probability of every continuation after every prompt, [n_prompts, n_labels], prompt order."""
+    """Summed log-probability of every continuation after every prompt, [n_prompts, n_labels], prompt order.
+
+    The token prefix that all prompts share (system prompt, k-shot examples, the instruction's start) is
+    run once and its KV cache reused by every batch, so a k-shot prompt costs about what a zero-shot one does.
+    """
     if not continuations or not all(continuations):
         raise ValueError("every label needs a non-empty continuation")
     device = next(model.parameters()).device
@@ -82,15 +89,23 @@ def label_logprobs(model, tokenizer, prompts: list[str], continuations: list[lis
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     if any(not ids for ids in encoded):
         raise ValueError("an empty prompt has nothing to continue")
-    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))  # similar lengths, little padding
     result = np.zeros((len(prompts), k), dtype=np.float64)
+    if not prompts:
+        return result
     was_training = model.training
     model.eval()
+    shared = shared_prefix_length(encoded)
+    prefix = None
+    if shared:
+        out = model(input_ids=torch.tensor([encoded[0][:shared]], device=device), use_cache=True)
+        prefix = _cache_of(out)
+    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))  # similar lengths, little padding
     bar = tqdm(total=len(prompts), desc=desc, unit="ex", disable=desc is None, dynamic_ncols=True)
     try:
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            result[rows] = _batch_logprobs(model, [encoded[i] for i in rows], cont, cont_mask, pad_id)
+            suffixes = [encoded[i][shared:] for i in rows]
+            result[rows] = _batch_logprobs(model, suffixes, prefix, shared, cont, cont_mask, pad_id)
             bar.update(len(rows))
     finally:
         bar.close()
@@ -98,26 +113,54 @@ def label_logprobs(model, tokenizer, prompts: list[str], continuations: list[lis
     return result
 
 
-def _batch_logprobs(model, batch: list[list[int]], cont: torch.Tensor, cont_mask: torch.Tensor,
-                    pad_id: int) -> np.ndarray:
-    """[len(batch), k] log-probabilities: the prompts once (cached), then every label after each in one pass."""
+def shared_prefix_length(encoded: list[list[int]]) -> int:
+    """Tokens at the start of every prompt, leaving each prompt at least one token of its own."""
+    shortest = min(len(ids) for ids in encoded)
+    n = 0
+    while n < shortest - 1 and all(ids[n] == encoded[0][n] for ids in encoded):
+        n += 1
+    return n
+
+
+def _cache_of(out):
+    # transformers 5.25 renamed the output's past_key_values to cache (the old name is deprecated).
+    return out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+
+
+def _cache_kwarg(model) -> str:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def _batch_logprobs(model, suffixes: list[list[int]], prefix, shared: int, cont: torch.Tensor,
+                    cont_mask: torch.Tensor, pad_id: int) -> np.ndarray:
+    """[len(suffixes), k] log-probabilities: the prompts once (after the cached shared prefix), then every
+    label after each prompt in one pass over the repeated cache."""
     device = cont.device
     k, width = cont.shape
-    ids, mask = left_pad(batch, pad_id, device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    b = len(suffixes)
+    name = _cache_kwarg(model)
+    # Left padding sits between the shared prefix and each prompt's own tokens: masked out, and the
+    # positions count only real tokens, so every row sees exactly its prompt.
+    ids, mask = left_pad(suffixes, pad_id, device)
+    positions = shared + (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = None
+    if prefix is not None:
+        cache = copy.deepcopy(prefix)
+        cache.batch_repeat_interleave(b)
+        mask = torch.cat([torch.ones((b, shared), dtype=mask.dtype, device=device), mask], dim=1)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{name: cache})
     first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # the label's first token follows the prompt
     logp = first[:, cont[:, 0]]  # [b, k]
     if width > 1:
-        b = len(batch)
-        cache = out.cache
+        cache = _cache_of(out)
         cache.batch_repeat_interleave(k)  # row r*k + j: prompt r followed by label j
         label_ids = cont.repeat(b, 1)
         label_mask = cont_mask.repeat(b, 1)
         full_mask = torch.cat([mask.repeat_interleave(k, 0), label_mask], dim=1)
         label_pos = positions[:, -1:].repeat_interleave(k, 0) + 1 + torch.arange(width, device=device)
-        logits = model(input_ids=label_ids, attention_mask=full_mask, position_ids=label_pos,
-                       cache=cache, use_cache=True).logits[:, :-1].float()
+        logits = model(input_ids=label_ids, attention_mask=full_mask, position_ids=label_pos, use_cache=True,
+                       **{name: cache}).logits[:, :-1].float()
         targets = label_ids[:, 1:]
         rest = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None])[..., 0]
         rest = (rest * label_mask[:, 1:]).sum(-1).view(b, k)  # padding after short labels adds nothing

@@ -10,7 +10,7 @@ from lmtune.config import RunConfig
 from lmtune.data.encode import encode_example
 from lmtune.data.records import Example
 from lmtune.evaluate.constrained import (PromptChoice, calibrated, label_continuations, label_logprobs,
-                                        score_constrained)
+                                        score_constrained, shared_prefix_length)
 from lmtune.evaluate.prompt_search import constrained_baselines, search_prompt
 from lmtune.model.tiny import byte_tokenizer, tiny_causal_lm
 
@@ -119,3 +119,15 @@ def test_constrained_baselines_report_zero_shot_k_shot_and_searched_on_test(mode
         "base zero-shot, constrained", "base 2-shot, constrained"]
     # Unlabelled or chat data has no label set to constrain to.
     assert constrained_baselines(model, tok, SimpleNamespace(label_names=None, examples={"test": []}), "test", run) == {}
+
+
+def test_a_shared_prefix_is_computed_once_and_changes_nothing(model, tok):
+    shots = "<|im_start|>user\nshot one<|im_end|>\n<|im_start|>assistant\njoy<|im_end|>\n"
+    prompts = [shots + f"<|im_start|>user\n{t}<|im_end|>\n<|im_start|>assistant\n" for t in ("a", "bb bb", "c c c c")]
+    conts = label_continuations(tok, cfg(), LABELS)
+    ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    assert shared_prefix_length(ids) >= len(tok(shots, add_special_tokens=False)["input_ids"])
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # each prompt keeps a token of its own
+    fast = label_logprobs(model, tok, prompts, conts, batch_size=2)
+    slow = np.array([[brute_force(model, tok, p, c) for c in conts] for p in prompts])
+    np.testing.assert_allclose(fast, slow, rtol=1e-4, atol=1e-4)
