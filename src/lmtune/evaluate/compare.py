@@ -144,9 +144,9 @@ def _cell(scores: dict[str, Any], metric: str) -> str:
 
 def comparison_table(systems: dict[str, dict[str, Any]]) -> str:
     """A markdown table with one row per system and its main metrics (95 % intervals in brackets)."""
-    names = ("accuracy", "macro_f1", "macro_recall", "labels_f1", "positive_f1", "score_accuracy", "score_margin", "implicit_reward_accuracy",
-             "implicit_reward_margin", "logp_accuracy", "logp_margin", "numeric_match", "exact_match", "bleu", "chrf", "rougeL", "n_unparsed", "n_at_token_limit",
-             "test_loss", "test_perplexity")
+    names = ("accuracy", "macro_f1", "macro_recall", "labels_f1", "positive_f1", "score_accuracy", "score_margin",
+             "implicit_reward_accuracy", "implicit_reward_margin", "logp_accuracy", "logp_margin", "numeric_match",
+             "exact_match", "bleu", "chrf", "rougeL", "n_unparsed", "n_at_token_limit", "test_loss", "test_perplexity")
     metrics = [m for m in names if any(m in s for s in systems.values())]
     header = "| system | " + " | ".join(metrics) + " |"
     rule = "|---|" + "---|" * len(metrics)

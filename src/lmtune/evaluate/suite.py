@@ -24,6 +24,7 @@ from lmtune.data.prepare import fingerprint
 from lmtune.evaluate.compare import comparison_table, headline_key, score_by_generation, select_shots
 from lmtune.evaluate.forgetting import general_text_loss
 from lmtune.evaluate.head import score_by_head
+from lmtune.evaluate.metrics import metric_statistic
 from lmtune.evaluate.pairs import score_pairs
 from lmtune.evaluate.prompt_search import constrained_baselines, fine_tuned_constrained, labelled_examples
 from lmtune.evaluate.similar_shots import similar_shots
@@ -39,6 +40,18 @@ Echo = Callable[[str], None]
 def write_json(path: Path, value: Any) -> None:
     """Pretty JSON, with anything unusual written as its string."""
     path.write_text(json.dumps(value, indent=2, default=str))
+
+
+def check_eval_labels(cfg: RunConfig, label_names: list[str] | None) -> None:
+    """Fail before any training when eval.metric or eval.positive_label names a label the data lacks."""
+    if not label_names:
+        return
+    if cfg.eval.positive_label is not None and cfg.eval.positive_label not in label_names:
+        raise ValueError(f"eval.positive_label {cfg.eval.positive_label!r} is not one of the labels {label_names}")
+    try:
+        metric_statistic(cfg.eval.metric, label_names)
+    except ValueError as err:
+        raise ValueError(f"eval.metric: {err}") from None
 
 
 def answers_generated(data, split: str) -> bool:
@@ -143,7 +156,8 @@ def baseline_cache_file(cfg: RunConfig, data, split: str) -> Path | None:
     payload = [BASELINE_CACHE_VERSION, identity, cfg.model.model_dump(mode="json"), method,
                cfg.eval.model_dump(mode="json", exclude={"at_end", "baseline_model"}),
                cfg.data.model_dump(mode="json",
-                                   include={"template", "system_prompt", "instruction", "context", "normalize_whitespace"}),
+                                   include={"template", "system_prompt", "instruction", "context",
+                                            "normalize_whitespace"}),
                data.label_names, split, fingerprint(data.examples.get(split) or []),
                # The prompt search chooses on validation; similar shots may come from anywhere in train.
                fingerprint(data.examples.get("validation") or []), fingerprint(data.examples.get("train") or [])
@@ -210,7 +224,8 @@ def side_by_side_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
     cell = lambda v, ci: "-" if v is None else f"{v:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")  # noqa: E731
-    lines = [f"| prompt | {rows[0]['metric']}, generated | unparsed | at token limit | {rows[0]['metric']}, constrained |",
+    metric = rows[0]["metric"]
+    lines = [f"| prompt | {metric}, generated | unparsed | at token limit | {metric}, constrained |",
              "|---|---|---|---|---|"]
     lines += [f"| {r['system']} | {cell(r['generated'], r['generated_ci'])} | {r['n_unparsed']} | "
               f"{r['n_at_token_limit'] if r['n_at_token_limit'] is not None else '-'} | "

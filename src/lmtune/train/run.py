@@ -21,7 +21,7 @@ from lmtune.config import RunConfig
 from lmtune.config_file import dump_config
 from lmtune.data.prepare import manifest_summary, prepare_data
 from lmtune.evaluate.forgetting import forgetting_report, general_text_loss
-from lmtune.evaluate.suite import fine_tuned_scores, prompt_baselines, write_comparison, write_json
+from lmtune.evaluate.suite import check_eval_labels, fine_tuned_scores, prompt_baselines, write_comparison, write_json
 from lmtune.model.adapters import apply_peft
 from lmtune.model.export import save_model
 from lmtune.model.load import describe_model, load_model, load_tokenizer, weights_hash
@@ -65,6 +65,7 @@ def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print) 
     tokenizer = load_tokenizer(cfg.model)
     data = prepare_data(cfg, tokenizer)
     echo(manifest_summary(data.manifest) + ("  (from cache)" if data.from_cache else ""))
+    check_eval_labels(cfg, data.label_names)
     if main:
         write_json(run_dir / "manifest.json", data.manifest)
 

@@ -61,3 +61,17 @@ def test_generated_scores_count_answers_cut_at_the_token_limit_and_take_per_exam
     for i, p in enumerate(scores["predictions"]):
         assert f"tweet number {10 + i}" in p["prompt"] and all(f"tweet number {10 + j}" not in p["prompt"]
                                                                 for j in range(3) if j != i)
+
+
+def test_eval_labels_are_checked_against_the_data_before_training():
+    import pytest
+
+    from lmtune.evaluate.suite import check_eval_labels
+
+    check_eval_labels(RunConfig.model_validate({"eval": {"metric": "f1:anger,joy"}}), LABELS)
+    with pytest.raises(ValueError, match="eval.metric: .*f1:anger,fear"):
+        check_eval_labels(RunConfig.model_validate({"eval": {"metric": "f1:anger,fear"}}), LABELS)
+    with pytest.raises(ValueError, match="eval.positive_label 'fear'"):
+        check_eval_labels(RunConfig.model_validate({"eval": {"positive_label": "fear"}}), LABELS)
+    with pytest.raises(ValueError, match="eval.metric must be"):
+        RunConfig.model_validate({"eval": {"metric": "f2"}})
