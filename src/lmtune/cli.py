@@ -24,7 +24,7 @@ from pathlib import Path
 
 from lmtune import __version__
 from lmtune.config import DataConfig, ModelConfig
-from lmtune.config_file import ConfigError, dump_config, load_config, schema_text
+from lmtune.config_file import ConfigError, load_config, schema_text, show_config
 from lmtune.data.records import DataError
 from lmtune.model.builtin import ModelError
 from lmtune.serve.cli import add_keys_parser, add_serve_parser
@@ -60,7 +60,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     else:
         if not args.file:
             raise ConfigError("lmtune config show needs a config FILE")
-        print(dump_config(load_config(args.file, args.set)), end="")
+        print(show_config(load_config(args.file, args.set)), end="")
     return 0
 
 
@@ -154,9 +154,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from lmtune.evaluate.head import predict_file
 
-    out = predict_file(args.run, args.file, out=args.out, batch_size=args.batch_size)
-    if out is not None:
-        print(f"wrote {out}", file=sys.stderr)
+    out, n = predict_file(args.run, args.file, out=args.out, batch_size=args.batch_size)
+    # On stderr, so that stdout stays pure JSON lines when no --out is given.
+    print(f"{n} predictions written to {out if out is not None else 'stdout'}", file=sys.stderr)
     return 0
 
 

@@ -66,7 +66,10 @@ class DataConfig(Section):
     instruction: str | None = None
     """For labelled text trained by generation: the user prompt, with {text} and {labels} placeholders."""
     label_names: list[str] | None = None
-    """Label set; read from mapping.txt next to TweetEval-style files, else from the data."""
+    """Label set; read from a mapping.txt beside TweetEval-style files or in a folder above, else from the data."""
+    context: str | None = None
+    """Task context put in the prompt of labelled text, e.g. `The tweets are about abortion.` for a stance
+    target: the default instruction starts with it, a custom one places it with {context}."""
     normalize_whitespace: bool = True
     """Labelled text (classification heads and label prompts): strip the ends and make every run of
     whitespace one space before tokenising. WordPiece tokenizers (BERT, MiniLM) do this anyway; byte-level
@@ -229,7 +232,8 @@ class TrainingConfig(Section):
     progress_bar: bool = True
     """Show a progress bar on the terminal."""
     num_threads: int | None = Field(None, gt=0)
-    """CPU threads for PyTorch (null: PyTorch's default)."""
+    """CPU threads for PyTorch (null: PyTorch's default, one per core, less the cores that other processes
+    keep busy when the run starts, with a warning; docs/training.md)."""
     release_freed_memory: bool = False
     """CPU runs on Linux (glibc): give every allocation of 256 KiB or more its own memory mapping, so an
     activation freed between layers returns to the system at once. glibc otherwise raises its mapping
@@ -237,6 +241,23 @@ class TrainingConfig(Section):
     above it pins it. Measured on SmolLM2 LoRA (docs/performance.md): with gradient checkpointing the peak
     falls from 2.5 to 1.4 GB, but every new mapping is page-faulted afresh and steps run ~40 % slower;
     off by default, on for the lowest memory."""
+
+
+# Instructions the prompt search tries besides the run's own (docs/evaluation.md).
+SEARCH_INSTRUCTIONS = (
+    "Which of these labels fits the text best: {labels}?\n\nText: {text}",
+    "{text}\n\nQuestion: which one of {labels} describes the text above? Answer with the label only.",
+)
+
+
+def check_metric(metric: str) -> None:
+    """Raise ValueError unless `metric` is a headline metric eval.metric accepts (labels checked later)."""
+    if metric in ("macro_f1", "accuracy", "macro_recall"):
+        return
+    names = [n.strip() for n in metric.removeprefix("f1:").split(",")]
+    if not metric.startswith("f1:") or not all(names):
+        raise ValueError(f"eval.metric must be macro_f1, accuracy, macro_recall, f1:<label> or "
+                         f"f1:<label>,<label>,..., got {metric!r}")
 
 
 class EvalConfig(Section):
@@ -257,6 +278,41 @@ class EvalConfig(Section):
     can generate, else the built-in smollm2-135m-instruct)."""
     positive_label: str | None = None
     """Also report the F1 of this class (e.g. `irony`, TweetEval irony's official metric)."""
+    metric: str = "macro_f1"
+    """Headline metric of labelled data (first column of the report, chooses the searched prompt):
+    macro_f1, accuracy, macro_recall, `f1:<label>` (one class) or `f1:<label>,<label>` (F1 averaged
+    over those classes, e.g. `f1:against,favor` for SemEval stance)."""
+    baselines: list[Literal["generated", "constrained"]] = Field(default_factory=lambda: ["generated", "constrained"])
+    """How the base model's prompt baselines are scored: `generated` (answer freely, parse the label) and
+    `constrained` (labelled data: the label with the highest log-likelihood, zero-shot, k-shot and the
+    validation-searched prompt). [] skips the baselines; the fine-tuned model is scored either way."""
+    calibrate: bool = True
+    """Constrained scoring: contextual calibration, dividing each label's probability by its probability
+    for the content-free inputs below (Zhao et al. 2021), which removes the prompt's bias towards a label."""
+    content_free: list[str] = Field(default_factory=lambda: ["N/A"], min_length=1)
+    """Texts put in the prompt in place of an example to measure that bias (their probabilities are averaged)."""
+    prompt_search: bool = True
+    """Constrained baselines: also try every search_instructions x search_shots prompt, calibrated or not, on
+    the validation split, and report the best one (by eval.metric) on the test split."""
+    search_instructions: list[str] = Field(default_factory=lambda: list(SEARCH_INSTRUCTIONS), min_length=1)
+    """Instruction templates the prompt search tries besides the run's own ({text}, {labels}, {context})."""
+    search_shots: list[int] = Field(default_factory=lambda: [0, 4], min_length=1)
+    """Numbers of training examples in the prompt that the prompt search tries."""
+    shot_selection: Literal["order", "similar"] = "order"
+    """k-shot generated baselines: `order` takes seeded training examples, one label after another, the same
+    for every prompt; `similar` takes for each prompt the k training examples nearest to it by the built-in
+    MiniLM sentence embedding (minilm-l6). Constrained baselines always use `order` (their calibration
+    needs one prompt for all examples)."""
+
+    @model_validator(mode="after")
+    def _check_eval(self) -> "EvalConfig":
+        check_metric(self.metric)
+        for template in self.search_instructions:
+            if "{text}" not in template:
+                raise ValueError(f"eval.search_instructions: {template!r} has no {{text}} placeholder")
+        if any(k < 0 for k in self.search_shots):
+            raise ValueError(f"eval.search_shots must be 0 or more, got {self.search_shots}")
+        return self
 
 
 class OutputConfig(Section):

@@ -148,6 +148,22 @@ def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
+def show_config(cfg: RunConfig) -> str:
+    """dump_config for people (`lmtune config show`): a split fraction that a given file overrides says so."""
+    given = {"validation": cfg.data.validation_file, "test": cfg.data.test_file}
+    lines, in_split = dump_config(cfg).splitlines(), False
+    for i, line in enumerate(lines):
+        if line == "  split:":
+            in_split = True
+        elif in_split and line.startswith("    "):
+            key = line.strip().split(":")[0]
+            if given.get(key):
+                lines[i] = f"{line}  # ignored: data.{key}_file is set"
+        else:
+            in_split = False
+    return "\n".join(lines) + "\n"
+
+
 def _type_name(annotation: Any) -> str:
     text = getattr(annotation, "__name__", None) if not getattr(annotation, "__args__", None) else None
     return text or str(annotation).replace("typing.", "")

@@ -35,7 +35,11 @@ def test_the_run_compares_the_head_with_prompted_baselines(classified):
     run, _, _ = classified
     evaluation = json.loads((run / "eval.json").read_text())
     assert evaluation["task"] == "classification" and evaluation["method"] == "classification"
-    assert set(evaluation["systems"]) == {"base zero-shot", "base 4-shot", "fine-tuned"}
+    assert set(evaluation["systems"]) == {"base zero-shot", "base 4-shot", "base zero-shot, constrained",
+                                          "base 4-shot, constrained", "base searched, constrained", "fine-tuned"}
+    # The head has no generated answer: only the base's prompts are shown both ways.
+    assert [r["system"] for r in evaluation["side_by_side"]] == ["base zero-shot", "base 4-shot"]
+    assert evaluation["systems"]["base zero-shot, constrained"]["n_unparsed"] == 0
     tuned = evaluation["systems"]["fine-tuned"]
     assert tuned["n_unparsed"] == 0 and tuned["n"] == 8
     assert "positive_f1" in tuned and len(tuned["positive_f1_ci"]) == 2
@@ -45,13 +49,14 @@ def test_the_run_compares_the_head_with_prompted_baselines(classified):
     assert all("eval_macro_f1" in e for e in evals)
 
 
-def test_predict_writes_the_argmax_and_the_probabilities(classified, tmp_path):
+def test_predict_writes_the_argmax_and_the_probabilities(classified, tmp_path, capsys):
     run, _, _ = classified
     inputs = tmp_path / "tweets.txt"
     texts = ["I can't stop smiling today", "This is outrageous", "", "so tired of everything"]
     inputs.write_text("\n".join(texts) + "\n")
     out = tmp_path / "pred.jsonl"
     assert run_cli(["predict", str(run), str(inputs), "--out", str(out), "--batch-size", "2"]) == 0
+    assert f"3 predictions written to {out}" in capsys.readouterr().err
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     model, tokenizer, cfg = load_for_inference(run)
     assert label_names_of(model) == EMOTIONS

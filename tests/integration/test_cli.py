@@ -99,7 +99,23 @@ def test_eval_of_a_config_scores_the_baselines_only(tmp_path, capsys):
     shutil.rmtree(out)  # configs/tiny.yaml writes under the project's runs/: remove only this folder
     if not any(out.parent.iterdir()):
         out.parent.rmdir()
-    assert list(evaluation["systems"]) == ["base zero-shot", "base 4-shot"] and evaluation["n"] == 6
+    assert list(evaluation["systems"]) == ["base zero-shot", "base 4-shot", "base zero-shot, constrained",
+                                           "base 4-shot, constrained", "base searched, constrained"]
+    assert evaluation["n"] == 6 and evaluation["metric"] == "macro_f1"
+    assert [r["system"] for r in evaluation["side_by_side"]] == ["base zero-shot", "base 4-shot"]
+
+
+def test_baselines_can_be_switched_off_keeping_the_fine_tuned_scores(tmp_path, capsys):
+    code = run_cli(["train", "configs/tiny.yaml", *sets(f"output.dir={tmp_path}", "eval.baselines=[]",
+                                                        "training.max_steps=2", *FAST)])
+    assert code == 0
+    (run,) = tmp_path.iterdir()
+    evaluation = json.loads((run / "eval.json").read_text())
+    assert list(evaluation["systems"]) == ["fine-tuned, constrained", "fine-tuned"]
+    assert evaluation["systems"]["fine-tuned"]["n"] == 8
+    assert "max_new_tokens" in evaluation["systems"]["fine-tuned"]  # with the count of answers cut there
+    assert evaluation["systems"]["fine-tuned"]["n_at_token_limit"] >= 0
+    assert read_lineage(run)["result"]["stopped_early"] is False
 
 
 @pytest.mark.slow
@@ -123,6 +139,16 @@ def test_config_schema(capsys):
     out = capsys.readouterr().out
     assert "training.learning_rate = 0.0002  [float]  # Peak learning rate." in out
     assert "data.split.validation = 0.1" in out
+
+
+def test_config_show_marks_a_split_fraction_that_a_file_overrides(capsys):
+    assert main(["config", "show", "configs/tiny.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "    test: 0.1  # ignored: data.test_file is set" in out
+    assert "    validation: 0.1  # ignored: data.validation_file is set" in out
+    assert yaml.safe_load(out)["data"]["split"] == {"validation": 0.1, "test": 0.1}  # still a loadable config
+    assert main(["config", "show", "configs/tiny.yaml", *sets("data.test_file=null")]) == 0
+    assert "    test: 0.1\n" in capsys.readouterr().out
 
 
 def test_config_show_applies_overrides(capsys):

@@ -55,12 +55,15 @@ def labelled_text(example: Example, data_cfg: DataConfig) -> str:
 
 def label_chat(example: Example, data_cfg: DataConfig, label_names: list[str]) -> list[Message]:
     """A labelled example as a two-turn chat: the instruction with the text, then the label name."""
-    instruction = data_cfg.instruction or DEFAULT_INSTRUCTION
+    instruction = data_cfg.instruction or (
+        DEFAULT_INSTRUCTION if data_cfg.context is None else "{context}\n\n" + DEFAULT_INSTRUCTION)
     try:
-        prompt = instruction.format(text=labelled_text(example, data_cfg), labels=", ".join(label_names))
+        prompt = instruction.format(text=labelled_text(example, data_cfg), labels=", ".join(label_names),
+                                    context=data_cfg.context or "")
     except (KeyError, IndexError) as err:
         raise ValueError(
-            f"data.instruction {instruction!r} has an unknown placeholder {err}; use {{text}} and {{labels}}"
+            f"data.instruction {instruction!r} has an unknown placeholder {err}; use {{text}}, {{labels}} "
+            "and {context}"
         ) from None
     messages = [Message("user", prompt)]
     if example.label is not None:

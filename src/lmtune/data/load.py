@@ -3,7 +3,7 @@
 Usage:
     rows, issues = read_rows("data/train.jsonl")        # .jsonl .json .csv .parquet .txt, any of them .gz
     rows = rename_columns(rows, {"question": "prompt", "answer": "completion"})
-    names = read_label_names("tweeteval/emotion/train_text.txt")   # from the sibling mapping.txt
+    names = read_label_names("tweeteval/emotion/train_text.txt")   # from mapping.txt beside it or a folder up
 
 Bad content never raises: every problem comes back as an Issue naming file, line and column, so
 `lmtune data validate` can list all of them at once. Only a missing path raises FileNotFoundError.
@@ -67,10 +67,37 @@ def file_kind(path: str | Path) -> str:
     return {".parquet": "parquet", ".jsonl": "jsonl", ".json": "json", ".csv": "csv"}.get(suffix, "text")
 
 
+# How many folders above a data file mapping.txt is looked for: TweetEval's stance task keeps it one
+# folder up from each target's folder (stance/mapping.txt, stance/abortion/train_text.txt).
+MAPPING_LEVELS_UP = 2
+
+
+def mapping_candidates(path: str | Path) -> list[Path]:
+    """Where the label mapping of a data file is looked for, nearest first: its folder, then its parents."""
+    folder = Path(path).expanduser().absolute().parent
+    return [p / "mapping.txt" for p in [folder, *folder.parents][: MAPPING_LEVELS_UP + 1]]
+
+
+def find_mapping(path: str | Path) -> Path | None:
+    """The nearest mapping.txt of a data file (mapping_candidates), or None."""
+    return next((m for m in mapping_candidates(path) if m.is_file()), None)
+
+
+def unnamed_labels_issue(path: str | Path, labels: set) -> Issue | None:
+    """A loud warning when labels are bare integer ids: it names every mapping.txt that was looked for."""
+    if not labels or not all(isinstance(x, int) or str(x).isdecimal() for x in labels):
+        return None
+    searched = ", ".join(str(m) for m in mapping_candidates(path))
+    msg = (f"the labels have no names (ids {', '.join(map(str, sorted(labels, key=int)))}): no mapping.txt in "
+           f"{searched}; prompts and reports will say '0', '1', ... Add a mapping.txt (`id<TAB>name` lines) "
+           "or set data.label_names")
+    return Issue("unnamed_labels", msg, str(path), severity="warning", field="data.label_names")
+
+
 def read_label_names(path: str | Path) -> list[str] | None:
-    """Label names indexed by id from the sibling mapping.txt (`id<TAB>name` lines), or None."""
-    mapping = Path(path).parent / "mapping.txt"
-    if not mapping.is_file():
+    """Label names indexed by id from the nearest mapping.txt (`id<TAB>name` lines, see find_mapping), or None."""
+    mapping = find_mapping(path)
+    if mapping is None:
         return None
     names: dict[int, str] = {}
     for lineno, line in enumerate(mapping.read_text(encoding="utf-8", errors="replace").splitlines(), 1):

@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from lmtune.data.cache import PreparedData, load_prepared, read_split, write_cac
 from lmtune.data.encode import Encoded, encode_classification, encode_example, encode_preference
 from lmtune.data.formats import load_examples
 from lmtune.data.leakage import apply_leakage_policy, find_leakage, find_near_duplicates
-from lmtune.data.load import file_kind, read_label_names
+from lmtune.data.load import file_kind, find_mapping, read_label_names, unnamed_labels_issue
 from lmtune.data.records import DataError, Example, Issue
 from lmtune.data.split import SPLITS, dedup, sample, split_examples
 
@@ -81,8 +82,9 @@ def source_files(data: DataConfig) -> dict[str, list[dict[str, Any]]]:
         files = [p]
         if file_kind(p) == "pair":
             files.append(p.with_name(p.name.replace("_text.txt", "_labels.txt", 1)))
-        if (p.parent / "mapping.txt").is_file():
-            files.append(p.parent / "mapping.txt")
+        mapping = find_mapping(p)
+        if mapping is not None:
+            files.append(mapping)
         files = [f for f in files if f.is_file()]
         out[role] = [{"path": str(f), "sha256": sha256_file(f), "size": f.stat().st_size} for f in files]
     return out
@@ -114,6 +116,11 @@ def prepare_data(cfg: RunConfig, tokenizer, refresh: bool = False) -> PreparedDa
     if not refresh and (cache_dir / "manifest.json").is_file():
         return load_prepared(cache_dir)
     examples, issues, report = _select(data, label_names)
+    if label_names is None:
+        unnamed = unnamed_labels_issue(data.train_file, set(report["label_names"] or []))
+        issues += [unnamed] if unnamed else []
+        if unnamed:
+            warnings.warn(str(unnamed), stacklevel=2)
     label_names = report.pop("label_names")
     encoded = _encode_all(examples, tokenizer, data.model_copy(update={"label_names": label_names}), encoding)
     manifest = {

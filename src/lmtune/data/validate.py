@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.data.formats import load_rows_and_examples
+from lmtune.data.load import find_mapping, unnamed_labels_issue
 from lmtune.data.records import Example, Issue
 from lmtune.data.split import dedup
 
@@ -61,8 +62,12 @@ def validate_file(
     max_seq_len: int = 1024,
     epochs: float = 1.0,
 ) -> ValidationReport:
-    """Load, normalise and check one file; label names default to a sibling mapping.txt."""
+    """Load, normalise and check one file; label names default to the nearest mapping.txt (its folder or
+    one of the two above), and bare integer labels without one get a warning naming the paths searched."""
     rows, examples, issues, used = load_rows_and_examples(path, fmt, columns, label_names)
+    if label_names is None and find_mapping(path) is None:
+        unnamed = unnamed_labels_issue(path, {ex.label for ex in examples if ex.kind == "labelled"})
+        issues += [unnamed] if unnamed else []
     issues.extend(dedup(examples)[1])  # the same warnings training's dedup gives, naming both lines
     stats = example_stats(examples)
     if count_tokens is not None and examples:

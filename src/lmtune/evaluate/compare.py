@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -55,7 +55,7 @@ def select_shots(train: list[Example], k: int, seed: int) -> list[Example]:
 
 
 def prompt_and_reference(
-    example: Example, cfg: RunConfig, tokenizer, label_names: list[str] | None, shots: list[Example] = ()
+    example: Example, cfg: RunConfig, tokenizer, label_names: list[str] | None, shots: Sequence[Example] = ()
 ) -> tuple[str, str]:
     """The generation prompt of an example (as rendered in training, after any shots) and its reference."""
     messages = _conversation(example, cfg, label_names)
@@ -68,20 +68,31 @@ def prompt_and_reference(
 
 def score_by_generation(
     model, tokenizer, examples: list[Example], cfg: RunConfig, label_names: list[str] | None,
-    shots: list[Example] = (),
+    shots: Sequence[Example] | Sequence[Sequence[Example]] = (), desc: str | None = None,
 ) -> dict[str, Any]:
-    """Generate an answer for every example (after the few-shot examples, if any) and score it."""
+    """Generate an answer for every example (after the few-shot examples, if any) and score it.
+
+    `shots` is one list for every prompt, or (similar-shot selection) one list per example.
+    """
     scorable = [e for e in examples if e.kind in ("labelled", "chat")]
     if not scorable:
         return {}
-    pairs = [prompt_and_reference(e, cfg, tokenizer, label_names, shots) for e in scorable]
+    per_example = bool(shots) and not isinstance(shots[0], Example)
+    if per_example and len(shots) != len(scorable):
+        raise ValueError(f"{len(shots)} shot lists for {len(scorable)} examples")
+    pairs = [prompt_and_reference(e, cfg, tokenizer, label_names, shots[i] if per_example else shots)
+             for i, e in enumerate(scorable)]
     prompts = [p for p, _ in pairs]
     references = [r for _, r in pairs]
     started = time.perf_counter()  # generate() itself switches to eval mode and back
-    outputs = generate(model, tokenizer, prompts, max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size)
+    outputs = generate(model, tokenizer, prompts, max_new_tokens=cfg.eval.max_new_tokens,
+                       batch_size=cfg.eval.batch_size, desc=desc)
     seconds = time.perf_counter() - started
     texts = [g.text for g in outputs]
-    scores: dict[str, Any] = {"n": len(scorable), "seconds": seconds, "examples_per_s": len(scorable) / seconds}
+    scores: dict[str, Any] = {"n": len(scorable), "seconds": seconds, "examples_per_s": len(scorable) / seconds,
+                              # Answers cut by eval.max_new_tokens: "The tweet expresses a" parses as no label.
+                              "n_at_token_limit": sum(g.finish_reason == "length" for g in outputs),
+                              "max_new_tokens": cfg.eval.max_new_tokens}
     if label_names and all(e.kind == "labelled" for e in scorable):
         predictions = [parse_label(t, label_names) for t in texts]
         scores.update(label_scores(predictions, references, label_names, cfg))
@@ -100,18 +111,25 @@ def score_by_generation(
     return scores
 
 
+def headline_key(metric: str) -> str:
+    """The scores key of an eval.metric (f1 over chosen labels is `labels_f1`)."""
+    return metric if metric in ("macro_f1", "accuracy", "macro_recall") else "labels_f1"
+
+
 def label_scores(predictions: list[str | None], references: list[str], label_names: list[str], cfg: RunConfig) -> dict:
-    """Classification metrics with bootstrap intervals, plus the F1 of eval.positive_label when set."""
+    """Classification metrics with bootstrap intervals: accuracy, macro-F1, eval.metric and eval.positive_label's F1."""
     scores = classification_metrics(predictions, references, label_names)
-    metrics = ["accuracy", "macro_f1"]
+    metrics = {"accuracy": "accuracy", "macro_f1": "macro_f1", headline_key(cfg.eval.metric): cfg.eval.metric}
     positive = cfg.eval.positive_label
     if positive is not None:
         if positive not in label_names:
             raise ValueError(f"eval.positive_label {positive!r} is not one of the labels {label_names}")
-        metrics.append(f"f1:{positive}")
-    for metric in metrics:
-        value, low, high = metric_with_ci(predictions, references, label_names, metric=metric, seed=cfg.eval.seed)
-        key = "positive_f1" if metric.startswith("f1:") else metric
+        metrics["positive_f1"] = f"f1:{positive}"
+    for key, metric in metrics.items():
+        try:
+            value, low, high = metric_with_ci(predictions, references, label_names, metric=metric, seed=cfg.eval.seed)
+        except ValueError as err:
+            raise ValueError(f"eval.metric: {err}") from None
         scores[key], scores[f"{key}_ci"] = value, [low, high]
     return scores
 
@@ -126,12 +144,12 @@ def _cell(scores: dict[str, Any], metric: str) -> str:
 
 def comparison_table(systems: dict[str, dict[str, Any]]) -> str:
     """A markdown table with one row per system and its main metrics (95 % intervals in brackets)."""
-    names = ("accuracy", "macro_f1", "positive_f1", "score_accuracy", "score_margin", "implicit_reward_accuracy",
-             "implicit_reward_margin", "logp_accuracy", "logp_margin", "numeric_match", "exact_match", "bleu", "chrf", "rougeL", "n_unparsed",
-             "test_loss", "test_perplexity")
+    names = ("accuracy", "macro_f1", "macro_recall", "labels_f1", "positive_f1", "score_accuracy", "score_margin",
+             "implicit_reward_accuracy", "implicit_reward_margin", "logp_accuracy", "logp_margin", "numeric_match",
+             "exact_match", "bleu", "chrf", "rougeL", "n_unparsed", "n_at_token_limit", "test_loss", "test_perplexity")
     metrics = [m for m in names if any(m in s for s in systems.values())]
     header = "| system | " + " | ".join(metrics) + " |"
     rule = "|---|" + "---|" * len(metrics)
-    rows = [f"| {name} | " + " | ".join(_cell(s, m) if m != "n_unparsed" else str(s.get(m, "-")) for m in metrics) + " |"
+    rows = [f"| {name} | " + " | ".join(_cell(s, m) if not m.startswith("n_") else str(s.get(m, "-")) for m in metrics) + " |"
             for name, s in systems.items()]
     return "\n".join([header, rule, *rows])

@@ -17,6 +17,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 from pydoc_data.topics import topics
 
 TEXT_NAME = "pydoc_data.topics"
@@ -39,8 +40,10 @@ def _blocks(ids: list[int], block_size: int, max_blocks: int) -> torch.Tensor:
     return torch.tensor(ids[: n_full * block_size], dtype=torch.long).view(n_full, block_size)
 
 
-def general_text_loss(model, tokenizer, text: str | None = None, block_size: int = 256, max_blocks: int = 16) -> dict:
-    """Mean next-token cross-entropy over non-overlapping blocks of text (default: general_text())."""
+def general_text_loss(model, tokenizer, text: str | None = None, block_size: int = 256, max_blocks: int = 16,
+                      desc: str | None = None) -> dict:
+    """Mean next-token cross-entropy over non-overlapping blocks of text (default: general_text()); with
+    `desc`, a progress bar of that name."""
     if block_size < 2 or max_blocks < 1:
         raise ValueError(f"need block_size >= 2 and max_blocks >= 1, got {block_size}, {max_blocks}")
     ids = tokenizer(text if text is not None else general_text(), add_special_tokens=False)["input_ids"]
@@ -52,7 +55,7 @@ def general_text_loss(model, tokenizer, text: str | None = None, block_size: int
     try:
         with torch.no_grad():
             # One block per forward pass keeps memory flat for real models and long blocks.
-            for block in blocks:
+            for block in tqdm(blocks, desc=desc, unit="block", disable=desc is None, dynamic_ncols=True):
                 input_ids = block[None].to(device)
                 logits = model(input_ids=input_ids).logits[0, :-1].float()
                 total += F.cross_entropy(logits, input_ids[0, 1:], reduction="sum").item()

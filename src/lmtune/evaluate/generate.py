@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from tqdm.auto import tqdm
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,12 @@ def generate(
     top_p: float = 1.0,
     stop: list[str] | None = None,
     seed: int = 0,
+    desc: str | None = None,
 ) -> list[Generation]:
-    """Generate a continuation for every prompt, in batches, and return them in the prompts' order."""
+    """Generate a continuation for every prompt, in batches, and return them in the prompts' order.
+
+    With `desc`, a progress bar (with an ETA) named desc counts the prompts on stderr.
+    """
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError(f"max_new_tokens and batch_size must be positive, got {max_new_tokens} and {batch_size}")
     if temperature < 0 or not 0 < top_p <= 1:
@@ -76,6 +81,7 @@ def generate(
     try:
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
             torch.manual_seed(seed)
+            bar = tqdm(total=len(order), desc=desc, unit="ex", disable=desc is None, dynamic_ncols=True)
             for start in range(0, len(order), batch_size):
                 rows = order[start : start + batch_size]
                 input_ids, attention_mask = left_pad([encoded[i] for i in rows], pad_id, device)
@@ -83,6 +89,8 @@ def generate(
                 new = out[:, input_ids.shape[1] :].tolist()
                 for i, ids in zip(rows, new):
                     results[i] = _finish(tokenizer, ids, len(encoded[i]), set(eos_ids), stop)
+                bar.update(len(rows))
+            bar.close()
     finally:
         model.train(was_training)
     return results  # type: ignore[return-value]

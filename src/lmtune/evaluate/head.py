@@ -2,7 +2,7 @@
 
     probs = class_probabilities(model, encoded, pad_id, batch_size=32)     # [n, k] numpy, input order
     scores = score_by_head(model, tokenizer, examples, encoded, label_names, cfg)
-    path = predict_file("runs/emotion-...", "tweets.txt", out="predictions.jsonl")
+    path, n = predict_file("runs/emotion-...", "tweets.txt", out="predictions.jsonl")
 
 Batches are formed from inputs of similar length (less padding) and the rows are put back in input
 order, so probabilities never depend on which other inputs shared a batch beyond float rounding.
@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from lmtune.config import RunConfig
 from lmtune.data.encode import encode_classification
@@ -30,14 +31,15 @@ from lmtune.train.methods import pad_id_of
 
 
 @torch.no_grad()
-def class_probabilities(model, encoded: list, pad_id: int, batch_size: int = 32) -> np.ndarray:
-    """Softmax over the head's outputs for every encoded input, [n, n_classes], in input order."""
+def class_probabilities(model, encoded: list, pad_id: int, batch_size: int = 32, desc: str | None = None) -> np.ndarray:
+    """Softmax over the head's outputs for every encoded input, [n, n_classes], in input order (a
+    progress bar named `desc` when given)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
     rows: dict[int, np.ndarray] = {}
-    for start in range(0, len(order), batch_size):
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=desc is None, dynamic_ncols=True):
         idx = order[start : start + batch_size]
         batch = classification_collate([encoded[i] for i in idx], pad_id)
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
@@ -49,10 +51,10 @@ def class_probabilities(model, encoded: list, pad_id: int, batch_size: int = 32)
 
 
 def score_by_head(model, tokenizer, examples: list[Example], encoded: list, label_names: list[str],
-                  cfg: RunConfig) -> dict[str, Any]:
+                  cfg: RunConfig, desc: str | None = None) -> dict[str, Any]:
     """The head's argmax on every test example, scored like generated answers (same metrics and intervals)."""
     started = time.perf_counter()
-    probs = class_probabilities(model, encoded, pad_id_of(tokenizer), cfg.eval.batch_size)
+    probs = class_probabilities(model, encoded, pad_id_of(tokenizer), cfg.eval.batch_size, desc)
     seconds = time.perf_counter() - started
     predicted = [label_names[i] for i in probs.argmax(-1)]
     references = [e.label for e in examples]
@@ -73,8 +75,10 @@ def label_names_of(model) -> list[str]:
     return [str(id2label[i]) for i in sorted(int(k) for k in id2label)]
 
 
-def predict_file(run: str | Path, file: str | Path, out: str | Path | None = None, batch_size: int = 32) -> Path | None:
-    """Write one JSON line per input of `file`: its text, the predicted label and every class probability."""
+def predict_file(run: str | Path, file: str | Path, out: str | Path | None = None,
+                 batch_size: int = 32) -> tuple[Path | None, int]:
+    """Write one JSON line per input of `file` (its text, the predicted label and every class probability);
+    return (the output file or None for stdout, the number of predictions)."""
     from lmtune.use import load_for_inference  # use.py imports evaluation code; keep this one lazy
 
     model, tokenizer, cfg = load_for_inference(run)
@@ -92,7 +96,8 @@ def predict_file(run: str | Path, file: str | Path, out: str | Path | None = Non
     if bad:
         raise ValueError(f"{bad[0].file}:{bad[0].line}: no text to classify")
     encoded = [encode_classification(e, tokenizer, cfg.data, names) for e in inputs]
-    probs = class_probabilities(model, encoded, pad_id_of(tokenizer), batch_size)
+    probs = class_probabilities(model, encoded, pad_id_of(tokenizer), batch_size,
+                                desc="predicting" if len(encoded) > batch_size else None)
     handle = open(out, "w", encoding="utf-8") if out else sys.stdout
     try:
         for example, row in zip(inputs, probs):
@@ -102,4 +107,4 @@ def predict_file(run: str | Path, file: str | Path, out: str | Path | None = Non
     finally:
         if out:
             handle.close()
-    return Path(out) if out else None
+    return (Path(out) if out else None), len(inputs)

@@ -86,23 +86,46 @@ def metric_with_ci(
     seed: int = 0,
     level: float = 0.95,
 ) -> tuple[float, float, float]:
-    """A metric (accuracy, macro_f1 or f1:<label>, one class's F1) and its seeded bootstrap interval."""
+    """A metric and its seeded bootstrap interval: accuracy, macro_f1, macro_recall, f1:<label> (one class's
+    F1) or f1:<label>,<label> (the F1 of those classes averaged)."""
     refs, preds = _encode(predictions, references, label_names)
+    statistic = metric_statistic(metric, label_names)
+    value = metric_value(predictions, references, label_names, metric)
+    low, high = bootstrap_ci(lambda idx: statistic(refs[idx], preds[idx]), len(refs), n_boot, seed, level)
+    return value, low, high
+
+
+def metric_value(predictions: list[str | None], references: list[str], label_names: list[str], metric: str) -> float:
+    """A metric's value alone (no interval), e.g. to compare prompts on the validation split."""
+    refs, preds = _encode(predictions, references, label_names)
+    return float(metric_statistic(metric, label_names)(refs[None, :], preds[None, :])[0])
+
+
+def metric_statistic(metric: str, label_names: list[str]) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """statistic(refs, preds) -> one value per row of (batch, n) label-index arrays, for a metric name."""
     k = len(label_names)
-    scores = classification_metrics(predictions, references, label_names)
     if metric == "accuracy":
-        correct = (refs == preds).astype(np.float64)
-        low, high = bootstrap_ci(lambda idx: correct[idx].mean(axis=1), len(refs), n_boot, seed, level)
-        return scores[metric], low, high
+        return lambda refs, preds: (refs == preds).mean(axis=1)
     if metric == "macro_f1":
-        low, high = bootstrap_ci(lambda idx: batched_macro_f1(refs[idx], preds[idx], k), len(refs), n_boot, seed, level)
-        return scores[metric], low, high
-    name = metric.removeprefix("f1:")
-    if not metric.startswith("f1:") or name not in label_names:
-        raise ValueError(f"metric must be accuracy, macro_f1 or f1:<one of {label_names}>, got {metric!r}")
-    c = label_names.index(name)
-    low, high = bootstrap_ci(lambda idx: batched_class_f1(refs[idx], preds[idx], k)[:, c], len(refs), n_boot, seed, level)
-    return scores["per_class"][name]["f1"], low, high
+        return lambda refs, preds: batched_macro_f1(refs, preds, k)
+    if metric == "macro_recall":
+        return lambda refs, preds: batched_macro_recall(refs, preds, k)
+    names = [n.strip() for n in metric.removeprefix("f1:").split(",")]
+    unknown = [n for n in names if n not in label_names]
+    if not metric.startswith("f1:") or unknown or not names:
+        raise ValueError(f"metric must be accuracy, macro_f1, macro_recall or f1:<label>[,<label>...] with labels "
+                         f"from {label_names}, got {metric!r}")
+    columns = [label_names.index(n) for n in names]
+    return lambda refs, preds: batched_class_f1(refs, preds, k)[:, columns].mean(axis=1)
+
+
+def batched_macro_recall(refs: np.ndarray, preds: np.ndarray, k: int) -> np.ndarray:
+    """Recall averaged over classes 0..k-1 that occur, for each row of (batch, n) index arrays."""
+    hits = np.stack([((refs == c) & (preds == c)).sum(axis=1) for c in range(k)], axis=1)
+    support = np.stack([(refs == c).sum(axis=1) for c in range(k)], axis=1)
+    # scikit-learn's recall_score(average="macro") over the classes present: absent ones have no recall.
+    recall = np.divide(hits, support, out=np.zeros(hits.shape, dtype=np.float64), where=support > 0)
+    return recall.sum(axis=1) / np.maximum((support > 0).sum(axis=1), 1)
 
 
 def batched_macro_f1(refs: np.ndarray, preds: np.ndarray, k: int) -> np.ndarray:

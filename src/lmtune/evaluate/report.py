@@ -28,7 +28,7 @@ from lmtune.train.metrics_log import plot_losses  # noqa: E402
 
 # Metrics shown in the comparison table, in this order, when any system has them.
 MAIN_METRICS = (
-    "accuracy", "macro_f1", "positive_f1", "n_unparsed",
+    "accuracy", "macro_f1", "macro_recall", "labels_f1", "positive_f1", "n_unparsed", "n_at_token_limit",
     "score_accuracy", "score_margin", "implicit_reward_accuracy", "implicit_reward_margin", "logp_accuracy", "logp_margin",
     "bleu", "chrf", "rouge1", "rouge2", "rougeL", "exact_match", "numeric_match",
     "test_loss", "test_perplexity", "examples_per_s",
@@ -86,8 +86,48 @@ def _comparison(evaluation: dict[str, Any]) -> list[Block]:
     metrics = [m for m in MAIN_METRICS if any(m in s for s in systems.values())]
     rows = [[name, *(fmt(s.get(m), s.get(f"{m}_ci")) for m in metrics)] for name, s in systems.items()]
     what = f"{evaluation.get('task', '?')} task, {evaluation.get('split', 'test')} split, n = {evaluation.get('n', '?')}"
+    if evaluation.get("metric"):
+        what += f", headline metric {evaluation['metric']}"
     return [("h2", "Comparison"), ("p", f"{what}; 95 % bootstrap intervals in brackets."),
             ("table", ["system", *metrics], rows)]
+
+
+def _side_by_side(evaluation: dict[str, Any]) -> list[Block]:
+    rows = evaluation.get("side_by_side") or []
+    if not rows:
+        return []
+    metric = rows[0]["metric"]
+    table = [[r["system"], fmt(r["generated"], r.get("generated_ci")), fmt(r.get("n_unparsed")),
+              fmt(r.get("n_at_token_limit")), fmt(r["constrained"], r.get("constrained_ci"))] for r in rows]
+    text = ("The same prompts answered two ways: generated (free text, parsed for a label; unparsed answers "
+            "count as wrong) and constrained (the label with the highest log-likelihood, always a label).")
+    return [("h2", "Generated vs constrained answers"), ("p", text),
+            ("table", ["prompt", f"{metric}, generated", "unparsed", "at token limit", f"{metric}, constrained"], table)]
+
+
+def _token_limit(evaluation: dict[str, Any]) -> list[Block]:
+    items = [f"{name}: {s['n_at_token_limit']} of {s.get('n', '?')} answers stopped at eval.max_new_tokens = "
+             f"{s.get('max_new_tokens', '?')} tokens" for name, s in evaluation.get("systems", {}).items()
+             if s.get("n_at_token_limit")]
+    if not items:
+        return []
+    text = ("These answers hit the token limit before they ended; an answer cut off before naming a label is "
+            "unparsed. Raise eval.max_new_tokens if the table shows many unparsed answers.")
+    return [("h2", "Answers cut at the token limit"), ("p", text), ("ul", items)]
+
+
+def _prompt_search(evaluation: dict[str, Any]) -> list[Block]:
+    search = next((s["search"] for s in evaluation.get("systems", {}).values() if s.get("search")), None)
+    if not search:
+        return []
+    best = search["best"]
+    rows = [["run's instruction" if r["instruction"] is None else r["instruction"], fmt(r["k"]),
+             "yes" if r["calibrated"] else "no", fmt(r["validation"]),
+             "best" if all(r[key] == best[key] for key in best) else ""] for r in search["candidates"]]
+    text = (f"Constrained prompts scored on the validation split by {search['metric']} "
+            f"({search['seconds']:.0f} s); the best one is the test row 'base searched, constrained'.")
+    return [("h2", "Prompt search"), ("p", text),
+            ("table", ["instruction", "shots", "calibrated", f"validation {search['metric']}", ""], rows)]
 
 
 def _significance(evaluation: dict[str, Any]) -> list[Block]:
@@ -195,7 +235,8 @@ def report_blocks(evaluation: dict[str, Any], manifest: dict[str, Any], predicti
     figures: list[Block] = [("img", caption, path) for caption, path in images.items()]
     return [
         ("h1", "Evaluation report"),
-        *_comparison(evaluation), *_significance(evaluation), *_forgetting(evaluation),
+        *_comparison(evaluation), *_side_by_side(evaluation), *_token_limit(evaluation),
+        *_prompt_search(evaluation), *_significance(evaluation), *_forgetting(evaluation),
         *_per_class(evaluation),
         *([("h2", "Figures"), *figures] if figures else []),
         *_manifest(manifest), *_examples(predictions),

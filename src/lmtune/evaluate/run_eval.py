@@ -16,7 +16,7 @@ from peft import PeftModel
 from lmtune.config_file import load_config
 from lmtune.data.prepare import prepare_data
 from lmtune.evaluate.forgetting import forgetting_report, general_text_loss
-from lmtune.evaluate.suite import Echo, prompt_baselines, split_scores, write_comparison
+from lmtune.evaluate.suite import Echo, check_eval_labels, fine_tuned_scores, prompt_baselines, write_comparison
 from lmtune.model.export import load_trained
 from lmtune.model.load import load_model, load_tokenizer
 from lmtune.runs import run_config
@@ -36,6 +36,7 @@ def evaluate_target(target: str | Path, split: str = "test", limit: int | None =
 
     tokenizer = load_tokenizer(cfg.model)
     data = prepare_data(cfg, tokenizer)
+    check_eval_labels(cfg, data.label_names)
     if not data.examples.get(split):
         raise FileNotFoundError(f"the {split} split of {target} is empty")
     accelerator = make_accelerator(cfg.training)
@@ -56,9 +57,10 @@ def evaluate_target(target: str | Path, split: str = "test", limit: int | None =
     forgetting = None
     if tuned is not None:
         echo(f"scoring the fine-tuned model on {len(data.examples[split])} {split} examples ...")
-        systems["fine-tuned"] = split_scores(tuned, tokenizer, data, split, cfg, objective, accelerator)
+        systems.update(fine_tuned_scores(tuned, tokenizer, data, split, cfg, objective, accelerator))
         if general_before:
-            after = general_text_loss(tuned, tokenizer, max_blocks=cfg.eval.forgetting_blocks)
+            after = general_text_loss(tuned, tokenizer, max_blocks=cfg.eval.forgetting_blocks,
+                                      desc="general text (forgetting)")
             forgetting = forgetting_report(general_before, after)
     write_comparison(out, systems, data, split, cfg, forgetting, echo)
     return out

@@ -13,11 +13,14 @@ Weights are only ever read from safetensors (never pickles). Padding side is lef
 from __future__ import annotations
 
 import hashlib
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
+from transformers.utils import logging as hf_logging
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -167,15 +170,29 @@ def _from_pretrained(cfg: ModelConfig, task: str, extra: dict[str, Any]) -> Any:
     if cfg.load_in_4bit:
         kwargs["quantization_config"] = _bnb_4bit()
     dtype = "auto" if cfg.dtype == "auto" else DTYPES[cfg.dtype]
-    return AUTO_CLASSES[task].from_pretrained(
-        source,
-        dtype=dtype,
-        use_safetensors=True,
-        trust_remote_code=cfg.trust_remote_code,
-        attn_implementation=cfg.attn_implementation,
-        **extra,
-        **kwargs,
-    )
+    options = dict(dtype=dtype, use_safetensors=True, trust_remote_code=cfg.trust_remote_code,
+                   attn_implementation=cfg.attn_implementation, **extra, **kwargs)
+    if task != "sequence_classification":
+        return AUTO_CLASSES[task].from_pretrained(source, **options)
+    # transformers reports the head it creates as "MISSING ... newly initialized", which reads like a broken
+    # checkpoint; the head is new on purpose, so say that, and warn only about other missing weights.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = AUTO_CLASSES[task].from_pretrained(source, output_loading_info=True, **options)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    prefix = f"{model.base_model_prefix}."
+    missing = sorted(info.get("missing_keys") or [])
+    body = [k for k in missing if k.startswith(prefix)]
+    head = [k for k in missing if not k.startswith(prefix)]
+    if head:
+        print(f"{cfg.name}: a new classification head ({', '.join(head)}; {model.config.num_labels} labels) "
+              "is initialised; training learns it", file=sys.stderr)
+    if body:
+        warnings.warn(f"{cfg.name}: {len(body)} weights of the pretrained body are missing from the checkpoint and "
+                      f"were initialised at random: {', '.join(body[:8])}{' ...' if len(body) > 8 else ''}")
+    return model
 
 
 def _bnb_4bit() -> Any:

@@ -14,6 +14,7 @@ from peft import PeftModel
 
 from lmtune.config import TrainingConfig
 from lmtune.model.load import DTYPES
+from lmtune.train.threads import default_threads
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -76,6 +77,11 @@ def make_accelerator(cfg: TrainingConfig, project_dir: Path | None = None) -> Ac
     mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    elif not torch.cuda.is_available():
+        threads, note = default_threads()
+        if note:
+            warnings.warn(note, stacklevel=2)
+            torch.set_num_threads(threads)
     if cfg.release_freed_memory and not torch.cuda.is_available() and not release_freed_memory():
         warnings.warn("training.release_freed_memory needs Linux with glibc; the allocator is left as it is")
     return Accelerator(

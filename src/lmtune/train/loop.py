@@ -220,7 +220,8 @@ def fit(
                         ckpt.save_weights(ckpt_dir / "best", raw_model)
                 else:
                     state["bad_evals"] += 1
-                    stop = es.patience is not None and state["bad_evals"] >= es.patience
+                    # At the last scheduled step the run ends anyway: that is not early stopping.
+                    stop = es.patience is not None and state["bad_evals"] >= es.patience and step < n_steps
         if step % save_every == 0 or step == n_steps or stop:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:

@@ -21,7 +21,7 @@ from lmtune.config import RunConfig
 from lmtune.config_file import dump_config
 from lmtune.data.prepare import manifest_summary, prepare_data
 from lmtune.evaluate.forgetting import forgetting_report, general_text_loss
-from lmtune.evaluate.suite import prompt_baselines, split_scores, write_comparison, write_json
+from lmtune.evaluate.suite import check_eval_labels, fine_tuned_scores, prompt_baselines, write_comparison, write_json
 from lmtune.model.adapters import apply_peft
 from lmtune.model.export import save_model
 from lmtune.model.load import describe_model, load_model, load_tokenizer, weights_hash
@@ -65,6 +65,7 @@ def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print) 
     tokenizer = load_tokenizer(cfg.model)
     data = prepare_data(cfg, tokenizer)
     echo(manifest_summary(data.manifest) + ("  (from cache)" if data.from_cache else ""))
+    check_eval_labels(cfg, data.label_names)
     if main:
         write_json(run_dir / "manifest.json", data.manifest)
 
@@ -121,15 +122,15 @@ def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print) 
                 plot_metric(run_dir / "metrics.jsonl", "reward", run_dir / "reward.png", "mean reward", monitored)
     if evaluating:
         echo("scoring the fine-tuned model on the test split ...")
-        tuned_scores = split_scores(accelerator.unwrap_model(model), tokenizer, data, "test", cfg, objective,
-                                    accelerator)
+        tuned = fine_tuned_scores(accelerator.unwrap_model(model), tokenizer, data, "test", cfg, objective,
+                                  accelerator)
         if main:
             forgetting = None
             if general_before:
                 after = general_text_loss(accelerator.unwrap_model(model), tokenizer,
-                                          max_blocks=cfg.eval.forgetting_blocks)
+                                          max_blocks=cfg.eval.forgetting_blocks, desc="general text (forgetting)")
                 forgetting = forgetting_report(general_before, after)
-            systems = {**baselines, "fine-tuned": tuned_scores}
+            systems = {**baselines, **tuned}
             summary["test"] = write_comparison(run_dir, systems, data, "test", cfg, forgetting, echo)
     if main:
         summary["wall_seconds"] = time.time() - started

@@ -217,3 +217,15 @@ def _runs(enc):
             runs.append(run)
             run = []
     return runs + ([run] if run else [])
+
+
+def test_context_names_the_stance_target_without_a_custom_instruction():
+    ex = Example("labelled", text="we must act", label="favor")
+    cfg = DataConfig(context="Target of the stance: climate change.", label_names=["against", "favor", "none"])
+    prompt = label_chat(ex, cfg, cfg.label_names)[0].content
+    assert prompt == ("Target of the stance: climate change.\n\nClassify the following text. Answer with one of: "
+                      "against, favor, none.\n\nText: we must act")
+    custom = cfg.model_copy(update={"instruction": "{context} Stance of: {text}"})
+    assert label_chat(ex, custom, cfg.label_names)[0].content == "Target of the stance: climate change. Stance of: we must act"
+    plain = DataConfig(label_names=["a"])
+    assert label_chat(ex, plain, ["a"])[0].content.startswith("Classify the following text.")

@@ -43,3 +43,35 @@ def test_chat_shots_show_whole_conversations():
     prompt, ref = prompt_and_reference(query, cfg, tok, None, [shot])
     assert ref == "#### 6"
     assert prompt.startswith("<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n#### 4<|im_end|>\n")
+
+
+def test_generated_scores_count_answers_cut_at_the_token_limit_and_take_per_example_shots():
+    from lmtune.evaluate.compare import score_by_generation
+    from lmtune.model.tiny import tiny_causal_lm
+
+    tok = byte_tokenizer()
+    model = tiny_causal_lm(vocab_size=len(tok), seed=1)
+    cfg = RunConfig.model_validate({"data": {"template": "chatml", "instruction": "Label: {text}"},
+                                    "eval": {"max_new_tokens": 2, "batch_size": 2}})
+    test = [labelled(i, LABELS[i % 3]) for i in range(3)]
+    own = [[labelled(10 + i, "joy")] for i in range(3)]  # each example its own shot
+    scores = score_by_generation(model, tok, test, cfg, LABELS, own)
+    # A random model almost never says EOS within 2 tokens: each answer that ran to the limit is counted.
+    assert scores["max_new_tokens"] == 2 and 0 < scores["n_at_token_limit"] <= 3
+    for i, p in enumerate(scores["predictions"]):
+        assert f"tweet number {10 + i}" in p["prompt"] and all(f"tweet number {10 + j}" not in p["prompt"]
+                                                                for j in range(3) if j != i)
+
+
+def test_eval_labels_are_checked_against_the_data_before_training():
+    import pytest
+
+    from lmtune.evaluate.suite import check_eval_labels
+
+    check_eval_labels(RunConfig.model_validate({"eval": {"metric": "f1:anger,joy"}}), LABELS)
+    with pytest.raises(ValueError, match="eval.metric: .*f1:anger,fear"):
+        check_eval_labels(RunConfig.model_validate({"eval": {"metric": "f1:anger,fear"}}), LABELS)
+    with pytest.raises(ValueError, match="eval.positive_label 'fear'"):
+        check_eval_labels(RunConfig.model_validate({"eval": {"positive_label": "fear"}}), LABELS)
+    with pytest.raises(ValueError, match="eval.metric must be"):
+        RunConfig.model_validate({"eval": {"metric": "f2"}})

@@ -92,3 +92,23 @@ def test_lm_metrics():
     assert lm_metrics(1e6, 10, 0)["perplexity"] == math.inf
     with pytest.raises(ValueError):
         lm_metrics(1.0, 0, 0)
+
+
+def test_macro_recall_and_f1_over_chosen_labels_match_scikit_learn():
+    from sklearn.metrics import f1_score, recall_score
+
+    preds, refs = _noisy_predictions(seed=3)
+    index = {n: i for i, n in enumerate(LABELS)}
+    y_true = [index[r] for r in refs]
+    y_pred = [index.get(p, len(LABELS)) for p in preds]
+    recall, low, high = metric_with_ci(preds, refs, LABELS, metric="macro_recall", n_boot=300, seed=0)
+    assert recall == pytest.approx(recall_score(y_true, y_pred, labels=[0, 1, 2], average="macro", zero_division=0))
+    assert low < recall < high
+    pair = f"f1:{LABELS[0]},{LABELS[2]}"
+    value, low, high = metric_with_ci(preds, refs, LABELS, metric=pair, n_boot=300, seed=0)
+    per_class = f1_score(y_true, y_pred, labels=[0, 1, 2], average=None, zero_division=0)
+    assert value == pytest.approx((per_class[0] + per_class[2]) / 2) and low < value < high
+    one, _, _ = metric_with_ci(preds, refs, LABELS, metric=f"f1:{LABELS[1]}", n_boot=10)
+    assert one == pytest.approx(per_class[1])
+    with pytest.raises(ValueError, match="macro_recall or f1"):
+        metric_with_ci(preds, refs, LABELS, metric="f1:nope")

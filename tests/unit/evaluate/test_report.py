@@ -186,3 +186,24 @@ def test_confusion_png_is_a_png(tmp_path):
     conf = {"rows": LABELS, "columns": [*LABELS, "unparsed"], "matrix": [[3, 0, 0, 1], [0, 2, 1, 0], [0, 0, 4, 0]]}
     out = confusion_png(conf, tmp_path / "cm.png", "fine-tuned")
     assert out.read_bytes().startswith(b"\x89PNG") and out.stat().st_size > 1000
+
+
+def test_generated_and_constrained_side_by_side_token_limit_and_prompt_search(evaluation, manifest, predictions):
+    systems = evaluation["systems"]
+    systems["zero-shot"].update(n=6, n_at_token_limit=4, max_new_tokens=4)
+    systems["zero-shot, constrained"] = _system(0.5, [0.2, 0.8], 0.45, [0.2, 0.7], 0, [[1, 1, 0, 0]] * 3)
+    search = {"metric": "macro_f1", "split": "validation", "seconds": 12.0, "best": {"instruction": None, "k": 4,
+              "calibrated": True}, "candidates": [{"instruction": None, "k": 0, "calibrated": False, "validation": 0.31},
+                                                  {"instruction": None, "k": 4, "calibrated": True, "validation": 0.52}]}
+    systems["searched, constrained"] = {**systems["zero-shot, constrained"], "search": search}
+    evaluation["side_by_side"] = [{"system": "zero-shot", "metric": "macro_f1", "generated": 0.25,
+                                   "generated_ci": [0.05, 0.5], "n_unparsed": 2, "n_at_token_limit": 4,
+                                   "constrained": 0.45, "constrained_ci": [0.2, 0.7]}]
+    text = report_markdown(evaluation, manifest, predictions, {})
+    assert "## Generated vs constrained answers" in text
+    assert "| zero-shot | 0.250 [0.050, 0.500] | 2 | 4 | 0.450 [0.200, 0.700] |" in text
+    assert "## Answers cut at the token limit" in text
+    assert "zero-shot: 4 of 6 answers stopped at eval.max_new_tokens = 4 tokens" in text
+    assert "## Prompt search" in text
+    assert "| run's instruction | 4 | yes | 0.520 | best |" in text
+    assert "| run's instruction | 0 | no | 0.310 |  |" in text

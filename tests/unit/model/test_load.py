@@ -212,8 +212,12 @@ def test_smollm2_prefers_natural_text(smol):
 
 
 @pytest.mark.slow
-def test_minilm_classifies_and_refuses_generation():
+def test_minilm_classifies_and_refuses_generation(capfd):
     model, tok = load_model(ModelConfig(name="minilm-l6"), task="sequence_classification", num_labels=4)
+    err = capfd.readouterr().err
+    # The head it is about to train is announced as new, not as transformers' alarming "MISSING" report.
+    assert "minilm-l6: a new classification head (classifier.bias, classifier.weight; 4 labels) is initialised" in err
+    assert "MISSING" not in err and "newly initialized" not in err
     assert type(model).__name__ == "BertForSequenceClassification"
     batch = tok(["good movie", "bad"], return_tensors="pt", padding=True)
     with torch.no_grad():

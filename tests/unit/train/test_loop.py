@@ -175,3 +175,13 @@ def test_length_grouped_batches_train(encoded, make_model, tmp_path, training_cf
     result = fit(make_model(), encoded, [], sft_objective(False, PAD), cfg, tmp_path)
     assert result.steps == 16
     assert sum(result.train_losses[-4:]) < 0.7 * sum(result.train_losses[:4])
+
+
+def test_patience_running_out_at_the_last_step_is_not_early_stopping(encoded, make_model, tmp_path, monkeypatch,
+                                                                      training_cfg, capsys):
+    planted = iter([2.0, 2.5, 2.6])  # best at step 2, then no improvement at steps 4 and 6 (the last)
+    monkeypatch.setattr(loop_mod, "evaluate_loss", lambda *a, **k: {"eval_loss": next(planted)})
+    cfg = training_cfg(batch_size=4, max_steps=6, eval_every=2, early_stopping={"metric": "eval_loss", "patience": 2})
+    result = fit(make_model(), encoded, encoded[:2], sft_objective(True, PAD), cfg, tmp_path)
+    assert result.steps == 6 and not result.stopped_early
+    assert "early stopping" not in capsys.readouterr().out
