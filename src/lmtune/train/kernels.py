@@ -28,6 +28,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from lmtune.train.chunked_loss import linear_cross_entropy
+
 LIGER_PATCHES = {"rope": True, "rms_norm": True, "swiglu": True, "cross_entropy": False,
                  "fused_linear_cross_entropy": False}
 """Liger's apply function arguments: lmtune calls the fused linear cross-entropy itself (supervised
@@ -126,6 +128,8 @@ def liger_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias:
                                targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed cross-entropy, count of argmax hits) of `hidden @ weight.T + bias` through Liger's fused
     kernel, in the matmul dtype autocast would use (same contract as chunked_loss.linear_cross_entropy)."""
+    if not targets.numel():  # a micro-batch without supervised positions: nothing for the kernel's grid
+        return linear_cross_entropy(hidden, weight, bias, targets)
     from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
 
     device_type = hidden.device.type
