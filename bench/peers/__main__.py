@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.peers.common import (DEFAULT_SYSTEMS, LMTUNE_SYSTEMS, MODEL_SHAPES, ROOT, SYSTEMS, Spec, gsm8k_chats,
+from bench.peers.common import (DEFAULT_SYSTEMS, GSM8K, LMTUNE_SYSTEMS, MODEL_SHAPES, ROOT, SYSTEMS, Spec, gsm8k_chats,
                                 prompt_completion_ids, write_chats)
 from bench.peers.machine import FLOPS_FORMULA, describe, matmul_peak, nonembedding_parameters
 from bench.peers.report import check_targets, markdown, summarize
@@ -55,6 +55,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-serve", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (adapters, logs)")
     parser.add_argument("--name", help="results file stem (default: peers, with -<model-config>, -cuda, -smoke)")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS, help=f"where the JSON and Markdown go "
+                        f"(default {RESULTS.relative_to(ROOT)})")
+    parser.add_argument("--gsm8k", type=Path, default=GSM8K, help="folder with GSM8K's train.jsonl and test.jsonl")
+    parser.add_argument("--peak-seconds", type=float, default=3.0, help="length of each matmul peak probe")
+    parser.add_argument("--peak-size", type=int, help="matrix size of the peak probes (default: by device and dtype)")
     args = parser.parse_args(argv)
     small = args.smoke
     args.steps = args.steps or (2 if small else 8)
@@ -130,10 +135,11 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     name, source = model_source(args)
     n_train = args.steps * args.batch_size * args.grad_accum
-    train_file = write_chats(gsm8k_chats("train", 0, n_train), work / "train.jsonl")
-    eval_file = write_chats(gsm8k_chats("test", 0, args.eval_examples), work / "eval.jsonl")
+    train_chats = gsm8k_chats("train", 0, n_train, args.gsm8k)
+    train_file = write_chats(train_chats, work / "train.jsonl")
+    eval_file = write_chats(gsm8k_chats("test", 0, args.eval_examples, args.gsm8k), work / "eval.jsonl")
     tokenizer = AutoTokenizer.from_pretrained(source)
-    longest = max(sum(map(len, prompt_completion_ids(tokenizer, c))) for c in gsm8k_chats("train", 0, n_train))
+    longest = max(sum(map(len, prompt_completion_ids(tokenizer, c))) for c in train_chats)
     if longest > args.max_length:
         print(f"warning: the longest example has {longest} tokens > --max-length {args.max_length}: truncated "
               "(except by trl-best's padding-free layout on CUDA, which TRL leaves untruncated)", flush=True)
@@ -145,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine: {machine['cpu']}, {machine['cores']} cores, torch threads {machine['torch_threads']}; "
           f"work folder {work}", flush=True)
     def probe_peaks() -> dict[str, float]:
-        found = {dtype: matmul_peak(dtype, args.device)["gflops"] for dtype in ("float32", "bfloat16")}
+        found = {dtype: matmul_peak(dtype, args.device, args.peak_seconds, args.peak_size)["gflops"] for dtype in ("float32", "bfloat16")}
         print(f"matmul peak: fp32 {found['float32']:.1f} GFLOP/s, bf16 {found['bfloat16']:.1f} GFLOP/s", flush=True)
         return found
 
@@ -205,10 +211,10 @@ def main(argv: list[str] | None = None) -> None:
         result["serve"] = measure(model, 2 if args.smoke else 8, 8 if args.smoke else 32, args.threads)
     stem = args.name or "-".join(["peers", *([args.model_config] if args.model_config else []),
                                   *(["cuda"] if args.device == "cuda" else []), *(["smoke"] if args.smoke else [])])
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    (args.results_dir / f"{stem}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     text = markdown(result)
-    (RESULTS / f"{stem}.md").write_text(text)
+    (args.results_dir / f"{stem}.md").write_text(text)
     print(text)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)

@@ -30,14 +30,22 @@ GSM8K = ROOT.parent / "shared" / "data" / "gsm8k"
 # (training.frozen_dtype auto) stores them in bf16 under bf16 mixed precision.
 _LOWMEM = {"gradient_checkpointing": True, "release_freed_memory": True}
 _FP32_FROZEN = {"frozen_dtype": "float32"}
+# The GPU levers one at a time (opt-in; bench/gpu_check.sh runs them): lmtune's defaults with one lever
+# off (Liger's kernels, varlen attention for packed rows) or on (micro-batches of 4,096 tokens instead of
+# batch_size chats, so steps hold other examples; compiled decoder layers).
 LMTUNE_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "lmtune": {},
     "lmtune-lowmem": {"training": _LOWMEM},
     "lmtune-fp32-frozen": {"training": _FP32_FROZEN},
     "lmtune-lowmem-fp32-frozen": {"training": {**_LOWMEM, **_FP32_FROZEN}},
+    "lmtune-no-kernels": {"training": {"kernels": "none"}},
+    "lmtune-mask-attention": {"training": {"packed_attention": "mask"}},
+    "lmtune-token-budget": {"training": {"max_tokens_per_batch": 4096}},
+    "lmtune-compile": {"training": {"compile": True}},
 }
 LMTUNE_SYSTEMS = tuple(LMTUNE_VARIANTS)
-SYSTEMS = ("hf-trainer", "trl-default", "trl-best", *LMTUNE_SYSTEMS)
+TRL_SYSTEMS = ("trl-default", "trl-best", "trl-liger")
+SYSTEMS = ("hf-trainer", *TRL_SYSTEMS, *LMTUNE_SYSTEMS)
 DEFAULT_SYSTEMS = ("hf-trainer", "trl-default", "trl-best", "lmtune", "lmtune-lowmem")
 IGNORE = -100
 
@@ -99,10 +107,11 @@ def set_threads(spec: Spec) -> None:
         torch.set_num_threads(spec.threads)
 
 
-def gsm8k_chats(split: str, start: int, count: int) -> list[list[dict[str, str]]]:
-    """`count` GSM8K records from `start` of a split, as user-question / assistant-answer chats."""
+def gsm8k_chats(split: str, start: int, count: int, folder: Path = GSM8K) -> list[list[dict[str, str]]]:
+    """`count` GSM8K records from `start` of a split (`folder`/<split>.jsonl), as user-question /
+    assistant-answer chats."""
     chats = []
-    with open(GSM8K / f"{split}.jsonl", encoding="utf-8") as fh:
+    with open(folder / f"{split}.jsonl", encoding="utf-8") as fh:
         for i, line in enumerate(fh):
             if i >= start + count:
                 break
@@ -111,7 +120,7 @@ def gsm8k_chats(split: str, start: int, count: int) -> list[list[dict[str, str]]
                 chats.append([{"role": "user", "content": row["question"]},
                               {"role": "assistant", "content": row["answer"]}])
     if len(chats) < count:
-        raise ValueError(f"{GSM8K / split}.jsonl has fewer than {start + count} records")
+        raise ValueError(f"{folder / split}.jsonl has fewer than {start + count} records")
     return chats
 
 

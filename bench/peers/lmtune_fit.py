@@ -2,7 +2,9 @@
 `lmtune-lowmem` (LMTUNE_VARIANTS): the same with its memory levers on, `training.gradient_checkpointing`
 and `training.release_freed_memory`; `lmtune-fp32-frozen` and `lmtune-lowmem-fp32-frozen` (opt-in):
 those two with the frozen weights kept in fp32 (`training.frozen_dtype: float32`; by default they are
-stored in bf16 wherever the run trains in bf16).
+stored in bf16 wherever the run trains in bf16); `lmtune-no-kernels`, `lmtune-mask-attention`,
+`lmtune-token-budget` and `lmtune-compile` (opt-in): one GPU lever changed each (`training.kernels:
+none`, `training.packed_attention: mask`, `training.max_tokens_per_batch: 4096`, `training.compile: true`).
 
     python -m bench.peers.worker train lmtune SPEC.json          # normally started by the driver
     python -m bench.peers.worker train lmtune-lowmem SPEC.json
@@ -25,6 +27,8 @@ from bench.peers.common import LMTUNE_VARIANTS, Spec, StepClock, peak_memory, th
 def run(spec: Spec, system: str = "lmtune") -> dict[str, Any]:
     """Train with lmtune's loop (its defaults, with the variant's settings) and return the run's record."""
     started = time.perf_counter()
+    import torch
+
     from lmtune.config import RunConfig
     from lmtune.data.encode import encode_example
     from lmtune.data.formats import load_examples
@@ -32,6 +36,7 @@ def run(spec: Spec, system: str = "lmtune") -> dict[str, Any]:
     from lmtune.model.export import save_model
     from lmtune.model.load import load_model
     from lmtune.train.hardware import resolve_precision
+    from lmtune.train.kernels import resolve_kernels, resolve_packed_attention
     from lmtune.train.loop import fit
     from lmtune.train.methods import build_objective
 
@@ -68,6 +73,8 @@ def run(spec: Spec, system: str = "lmtune") -> dict[str, Any]:
     record.update(train_loss=result.train_losses[-1], train_losses=result.train_losses,
                   setup_seconds=first_step_at - started, wall_seconds=time.perf_counter() - started)
     save_model(model, tokenizer, Path(spec.out_dir) / "adapter", base_cfg=cfg.model)
+    device = torch.device(spec.device)
+    kernels = resolve_kernels(cfg.training.kernels, device)
     frozen = next((str(p.dtype).removeprefix("torch.") for p in model.parameters() if not p.requires_grad), None)
     record["settings"] = {"precision": resolve_precision(cfg.training.precision), "weights": cfg.model.dtype,
                           "frozen_weights": frozen,
@@ -75,7 +82,12 @@ def run(spec: Spec, system: str = "lmtune") -> dict[str, Any]:
                           "pack_length": cfg.data.max_seq_len,
                           "gradient_checkpointing": cfg.training.gradient_checkpointing,
                           "release_freed_memory": cfg.training.release_freed_memory,
+                          "kernels": kernels,
+                          "packed_attention": resolve_packed_attention(cfg.training.packed_attention, device),
+                          "compile": cfg.training.compile,
+                          "max_tokens_per_batch": cfg.training.max_tokens_per_batch,
                           "loss": "logits only at supervised positions (logits_to_keep mask)"
-                                  + (", chunked through the head" if cfg.training.chunked_loss else ""),
+                                  + ((", Liger's fused linear cross-entropy" if kernels == "liger"
+                                      else ", chunked through the head") if cfg.training.chunked_loss else ""),
                           "truncated_examples": sum(1 for e in encoded if e.truncated)}
     return record

@@ -1,7 +1,9 @@
-"""Systems 2 and 3: TRL `SFTTrainer` with its defaults, and with the best settings for the hardware.
+"""Systems 2 to 4: TRL `SFTTrainer` with its defaults, with the best settings for the hardware, and with
+those plus Liger's kernels.
 
     python -m bench.peers.worker train trl-default SPEC.json     # normally started by the driver
     python -m bench.peers.worker train trl-best SPEC.json
+    python -m bench.peers.worker train trl-liger SPEC.json       # CUDA with liger-kernel only
 
 Both get the model as a path (TRL loads it and applies the peft LoraConfig itself) and a
 conversational prompt-completion dataset, for which TRL's default `completion_only_loss=None` puts
@@ -14,6 +16,8 @@ CPU, TrainingArguments then refuses to start unless `use_cpu=True` ("You need to
 you want to train the model on CPU"), so that is set, as its error message tells users to.
 trl-best: see best_settings(): bf16 only where it is native, no gradient checkpointing (memory is
 not the constraint here), and the cheapest batch layout the hardware allows.
+trl-liger: trl-best plus `use_liger_kernel=True`, TRL's own GPU speed switch (Liger's RMSNorm, RoPE,
+SwiGLU and fused linear cross-entropy); with flash-attn installed trl-best already trains padding-free.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from bench.peers.common import CountingCollator, Spec, StepClock, lora_settings,
 from bench.peers.hf_trainer import finish, shared_arguments, trainer_callback
 
 
-def best_settings(spec: Spec) -> tuple[dict[str, Any], dict[str, str]]:
-    """SFTConfig overrides for the fastest faithful TRL run on this device, and why each was chosen."""
+def best_settings(spec: Spec, liger: bool = False) -> tuple[dict[str, Any], dict[str, str]]:
+    """SFTConfig overrides for the fastest faithful TRL run on this device (with Liger's kernels when
+    `liger`), and why each was chosen."""
     bf16 = native_bf16(spec.device)
     settings: dict[str, Any] = {"bf16": bf16, "gradient_checkpointing": False}
     why = {
@@ -35,8 +40,13 @@ def best_settings(spec: Spec) -> tuple[dict[str, Any], dict[str, str]]:
                 "no native bf16 (CPU without AMX-BF16/AVX512-BF16): autocast would emulate bf16, ~14x slower",
         "gradient_checkpointing": "off: it recomputes the forward pass in the backward pass (TRL's docs: ~20 % "
                                   "slower), and memory is not the constraint at this model size",
-        "use_liger_kernel": "off: Liger's kernels are Triton (GPU only); left out of this comparison on every device",
+        "use_liger_kernel": "off: measured separately as trl-liger",
     }
+    if liger:
+        if spec.device != "cuda" or importlib.util.find_spec("liger_kernel") is None:
+            raise RuntimeError("trl-liger needs a CUDA GPU and the liger-kernel package (Triton kernels)")
+        settings["use_liger_kernel"] = True
+        why["use_liger_kernel"] = "on: Liger's RMSNorm, RoPE, SwiGLU and fused linear cross-entropy (TRL's GPU switch)"
     model_kwargs: dict[str, Any] = {}
     if bf16:
         # The checkpoint is fp32; stored in bf16 the frozen weights are not cast again in every forward.
@@ -59,14 +69,15 @@ def best_settings(spec: Spec) -> tuple[dict[str, Any], dict[str, str]]:
     return settings, why
 
 
-def run(spec: Spec, best: bool) -> dict[str, Any]:
-    """Train with TRL's SFTTrainer (defaults, or best_settings when `best`) and return the run's record."""
+def run(spec: Spec, system: str) -> dict[str, Any]:
+    """Train with TRL's SFTTrainer as `system` (trl-default, trl-best, trl-liger) and return the run's record."""
     started = time.perf_counter()
     from datasets import Dataset
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    overrides, why = best_settings(spec) if best else ({}, {})
+    best = system != "trl-default"
+    overrides, why = best_settings(spec, liger=system == "trl-liger") if best else ({}, {})
     if not best:
         why = {"use_cpu": "required by TrainingArguments for TRL's default bf16=True on a machine without a GPU"}
     config = SFTConfig(**shared_arguments(spec), max_length=spec.max_length, **overrides)
@@ -84,6 +95,7 @@ def run(spec: Spec, best: bool) -> dict[str, Any]:
         "padding_free": config.padding_free, "packing": config.packing, "max_length": config.max_length,
         "sampler": getattr(config, "train_sampling_strategy", "random"),
         "optim": getattr(config.optim, "value", str(config.optim)),
-        "completion_only_loss": trainer.completion_only_loss, "use_cpu": config.use_cpu, "why": why,
+        "completion_only_loss": trainer.completion_only_loss, "use_cpu": config.use_cpu,
+        "use_liger_kernel": config.use_liger_kernel, "why": why,
     }
     return record

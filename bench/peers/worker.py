@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 
-from bench.peers.common import SYSTEMS, Spec, set_threads, write_result
+from bench.peers.common import SYSTEMS, TRL_SYSTEMS, Spec, set_threads, write_result
 
 
 def main(argv: list[str]) -> None:
@@ -23,9 +23,9 @@ def main(argv: list[str]) -> None:
         if argv[1] == "hf-trainer":
             from bench.peers.hf_trainer import run
             record = run(spec)
-        elif argv[1] in ("trl-default", "trl-best"):
+        elif argv[1] in TRL_SYSTEMS:
             from bench.peers.trl_sft import run as run_trl
-            record = run_trl(spec, best=argv[1] == "trl-best")
+            record = run_trl(spec, argv[1])
         else:
             from bench.peers.lmtune_fit import run as run_lmtune
             record = run_lmtune(spec, argv[1])

@@ -203,6 +203,20 @@ class TrainingConfig(Section):
     Autocast would cast fp32 frozen weights to bf16 again in every forward; stored in bf16 they are
     read as they are and take half the memory. Trained weights stay in model.dtype. auto leaves
     head-only probes alone: they are saved whole, so a cast body would be saved rounded."""
+    max_tokens_per_batch: int | None = Field(None, gt=0)
+    """Fill each micro-batch by tokens instead of by a count of examples: examples are taken in the
+    epoch's order while the micro-batch's tokens stay within this budget (an example longer than the
+    budget goes alone); `batch_size` then only sizes evaluation batches. The loss is still divided by
+    the whole step's supervised tokens, so a step equals one large batch of the same examples."""
+    kernels: Literal["auto", "liger", "none"] = "auto"
+    """Fused Triton kernels (Liger: RMSNorm, RoPE, SwiGLU, and the cross-entropy fused with the output
+    head at supervised positions): auto = liger on CUDA when liger-kernel is installed (`lmtune[gpu]`),
+    else none; liger without CUDA or without the package is an error. CPU runs keep the plain path."""
+    packed_attention: Literal["auto", "flash", "flex", "mask"] = "auto"
+    """Attention inside packed rows: flash (flash-attn's varlen kernel), flex (PyTorch FlexAttention with a
+    document mask), mask (the model's own kernel with a dense block-diagonal mask). auto = flash on CUDA
+    when flash-attn is installed, else flex on CUDA, mask on CPU. Only for packed training batches of a
+    model loaded with the default `sdpa`; evaluation and generation keep `model.attn_implementation`."""
     compile: bool = False
     """torch.compile each repeated block (decoder layer) in place with dynamic shapes: compiled once in
     the first step, reused by every layer and batch length. Off by default: on a 2-core CPU it compiles
@@ -344,6 +358,9 @@ class RunConfig(Section):
     def _check(self) -> "RunConfig":
         if self.data.split.validation + self.data.split.test >= 1.0:
             raise ValueError("data.split.validation + data.split.test must be below 1")
+        if self.training.max_tokens_per_batch is not None and self.method.task == "grpo":
+            raise ValueError("training.max_tokens_per_batch does not apply to method.task grpo: its tokens "
+                             "are sampled during the step (use training.batch_size)")
         if self.method.peft == "head" and self.method.task not in ("classification", "reward"):
             raise ValueError(f"method.peft head trains only a classification or reward head, "
                              f"not method.task {self.method.task}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -28,6 +28,7 @@ from lmtune.model.lora_speed import input_casts_off, tuner_layers
 from lmtune.train import checkpoint as ckpt
 from lmtune.train.compile import compile_blocks, uncompile
 from lmtune.train.hardware import make_accelerator, peak_memory_mb, store_frozen_weights
+from lmtune.train.kernels import liger_kernels, packed_attention, resolve_packed_attention, use_liger
 from lmtune.train.metrics_log import MetricsLog, truncate_metrics
 from lmtune.train.objectives import Objective
 from lmtune.train.optim import build_optimizer, build_scheduler
@@ -92,6 +93,8 @@ def fit(
         world_size=accelerator.num_processes,
         seed=cfg.seed,
         lengths=tuple(lengths) if cfg.group_by_length and not cfg.packing else None,
+        max_tokens=cfg.max_tokens_per_batch,
+        token_counts=tuple(lengths) if cfg.max_tokens_per_batch else None,
     )
     n_steps = total_steps(plan, cfg.epochs, cfg.max_steps)
     eval_every = cfg.eval_every or plan.steps_per_epoch
@@ -111,6 +114,12 @@ def fit(
     if objective.prepare is not None:  # e.g. DPO's reference log-probs, scored once before any update
         train_set = objective.prepare(raw_model, train_set, cfg.batch_size)
         eval_set = objective.prepare(raw_model, eval_set, cfg.batch_size) if eval_set else eval_set
+    # Kernels go in before compilation, so the compiled blocks trace Liger's kernels; both leave with fit.
+    speedups = ExitStack()
+    speedups.enter_context(liger_kernels(raw_model, use_liger(raw_model, cfg.kernels, accelerator.device)))
+    if objective.packs:
+        speedups.enter_context(packed_attention(raw_model, resolve_packed_attention(cfg.packed_attention,
+                                                                                    accelerator.device)))
     # In place: `model` (and any DDP wrapper) runs the compiled blocks.
     compiled = compile_blocks(raw_model) if cfg.compile else []
     # Under autocast the adapters need not cast their inputs first (model/lora_speed.py).
@@ -235,6 +244,7 @@ def fit(
             break
     bar.close()
     uncompile(compiled)
+    speedups.close()
 
     accelerator.wait_for_everyone()
     result.best_step, result.best_metric = state["best_step"], state["best_metric"]

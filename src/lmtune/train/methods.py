@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import copy
 
+import torch
+
 from lmtune.config import RunConfig
+from lmtune.train.chunked_loss import linear_cross_entropy
 from lmtune.train.classification import class_weights, classification_objective
 from lmtune.train.grpo import grpo_objective, load_reward, monitor_name
+from lmtune.train.kernels import liger_linear_cross_entropy, resolve_kernels
 from lmtune.train.objectives import Objective, sft_objective
 from lmtune.train.pairs import dpo_objective, reward_objective
 
@@ -59,7 +63,11 @@ def build_objective(cfg: RunConfig, tokenizer, data=None, model=None) -> Objecti
     before any adapter, is what DPO with full fine-tuning copies as its frozen reference)."""
     task = cfg.method.task
     if task == "sft":
-        return sft_objective(cfg.training.packing, pad_id_of(tokenizer), cfg.data.max_seq_len, cfg.training.chunked_loss)
+        # The fused head loss follows training.kernels like the model patches fit applies (kernels.py).
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        liger = resolve_kernels(cfg.training.kernels, device) == "liger"
+        return sft_objective(cfg.training.packing, pad_id_of(tokenizer), cfg.data.max_seq_len, cfg.training.chunked_loss,
+                             liger_linear_cross_entropy if liger else linear_cross_entropy)
     if task == "classification":
         n_classes = num_labels(cfg, data)
         weights = class_weights(cfg.method.class_weights, data.encoded["train"], n_classes)

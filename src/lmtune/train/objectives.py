@@ -45,6 +45,8 @@ class Objective:
     """Preference objectives: per-pair margins (> 0 means the chosen answer wins), for held-out accuracy."""
     prepare: Callable[[torch.nn.Module, list, int], list] | None = None
     """Run once on the training and validation sets before training (e.g. precomputed reference log-probs)."""
+    packs: bool = False
+    """Batches are packed rows (restarting position ids, no attention mask): varlen attention applies."""
 
 
 def supervised_tokens(encoded) -> int:
@@ -52,9 +54,14 @@ def supervised_tokens(encoded) -> int:
     return sum(1 for x in encoded.labels[1:] if x != -100)
 
 
-def causal_lm_loss(model: torch.nn.Module, batch: Batch, chunked: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+HeadLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def causal_lm_loss(model: torch.nn.Module, batch: Batch, chunked: bool = True,
+                   head_loss: HeadLoss = linear_cross_entropy) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Summed next-token cross-entropy, projecting to the vocabulary only where a target exists
-    (`chunked`: a few hundred positions at a time, for models whose logits are a plain linear head)."""
+    (`chunked`: through `head_loss`, which never holds all logits at once, for models whose logits are
+    a plain linear head: lmtune's chunks, or Liger's fused kernel on CUDA)."""
     targets = batch["target_ids"]
     keep = targets != -100
     gold = targets[keep]
@@ -69,7 +76,7 @@ def causal_lm_loss(model: torch.nn.Module, batch: Batch, chunked: bool = True) -
     if head is not None:
         with head_returns_input(head):
             hidden = model(**inputs).logits
-        loss_sum, correct = linear_cross_entropy(hidden, head.weight, head.bias, gold)
+        loss_sum, correct = head_loss(hidden, head.weight, head.bias, gold)
     else:
         logits = model(**inputs).logits.float()
         loss_sum = F.cross_entropy(logits, gold, reduction="sum")
@@ -93,7 +100,8 @@ def full_logits_lm_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Ten
     return loss_sum, {"loss_sum": loss_sum.detach(), "n_correct": correct.detach()}
 
 
-def sft_objective(packing: bool, pad_id: int, pack_length: int | None = None, chunked_loss: bool = True) -> Objective:
+def sft_objective(packing: bool, pad_id: int, pack_length: int | None = None, chunked_loss: bool = True,
+                  head_loss: HeadLoss = linear_cross_entropy) -> Objective:
     """Supervised fine-tuning of a causal LM (answers only, or raw text); packed rows hold <= pack_length tokens."""
 
     def collate(items: list) -> Batch:
@@ -104,8 +112,9 @@ def sft_objective(packing: bool, pad_id: int, pack_length: int | None = None, ch
     return Objective(
         name="sft",
         collate=collate,
-        loss=functools.partial(causal_lm_loss, chunked=chunked_loss),
+        loss=functools.partial(causal_lm_loss, chunked=chunked_loss, head_loss=head_loss),
         units=supervised_tokens,
         length=lambda enc: len(enc.input_ids),
         summarize=lm_summary,
+        packs=packing,
     )

@@ -185,3 +185,22 @@ def test_patience_running_out_at_the_last_step_is_not_early_stopping(encoded, ma
     result = fit(make_model(), encoded, encoded[:2], sft_objective(True, PAD), cfg, tmp_path)
     assert result.steps == 6 and not result.stopped_early
     assert "early stopping" not in capsys.readouterr().out
+
+
+def test_token_budget_batches_give_the_step_of_count_batches(encoded, make_model, tmp_path, training_cfg,
+                                                             monkeypatch):
+    """The same four examples in one micro-batch of 4, or in two micro-batches filled by tokens, make the
+    same step: the loss is divided by the step's supervised tokens, not by each micro-batch's."""
+    data = encoded[:4]
+    lengths = sorted(len(e.input_ids) for e in data)
+    # Any two fit in the budget, no three do: two micro-batches in every order, of unequal token counts.
+    budget = lengths[-1] + lengths[-2]
+    assert lengths[0] + lengths[1] + lengths[2] > budget
+    grads = record_gradients(monkeypatch)
+    count = fit(make_model(), data, [], sft_objective(True, PAD), training_cfg(batch_size=4, max_steps=1),
+                tmp_path / "count")
+    by_tokens = fit(make_model(), data, [], sft_objective(True, PAD),
+                    training_cfg(max_tokens_per_batch=budget, grad_accum=2, max_steps=1), tmp_path / "tokens")
+    assert by_tokens.train_losses == pytest.approx(count.train_losses, abs=1e-5)
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, atol=1e-5, rtol=1e-4, msg=name)

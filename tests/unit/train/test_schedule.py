@@ -48,3 +48,25 @@ def test_total_steps():
     plan = BatchPlan(n_examples=100, batch_size=10, grad_accum=1, world_size=1, seed=0)
     assert total_steps(plan, 2.5, None) == 25
     assert total_steps(plan, 2.5, 7) == 7
+
+
+def test_a_token_budget_fills_micro_batches_by_tokens_in_the_epochs_order():
+    tokens = tuple([30, 10, 25, 5, 60, 15, 20, 40] * 3)
+    plan = BatchPlan(n_examples=24, batch_size=1, grad_accum=2, world_size=1, seed=5, max_tokens=50,
+                     token_counts=tokens)
+    batches = plan.epoch_batches(0)
+    assert [i for b in batches for i in b] == plan.epoch_order(0)  # the same order, only cut differently
+    for batch in batches:
+        used = sum(tokens[i] for i in batch)
+        assert used <= 50 or len(batch) == 1  # the 60-token examples go alone
+    # Greedy: the next example would not have fitted in any batch but the last.
+    for batch, nxt in zip(batches, batches[1:]):
+        assert sum(tokens[i] for i in batch) + tokens[nxt[0]] > 50
+    assert plan.steps_per_epoch == -(-len(batches) // 2)
+    seen = [i for step in range(plan.steps_per_epoch) for mb in plan.micro_batches(step) for i in mb]
+    assert set(seen) == set(range(24))
+
+
+def test_a_token_budget_needs_every_examples_token_count():
+    with pytest.raises(ValueError, match="token count of every example"):
+        BatchPlan(n_examples=3, batch_size=1, grad_accum=1, world_size=1, seed=0, max_tokens=10, token_counts=(1, 2))
