@@ -7,7 +7,7 @@
     lmtune config schema | show FILE
     lmtune runs list | show RUN
     lmtune generate RUN_OR_MODEL --prompt "..." | --chat
-    lmtune export RUN --merge OUT | --adapter OUT
+    lmtune export RUN --merge OUT | --adapter OUT | --gguf OUT.gguf [--quant f16|q8_0]
     lmtune predict RUN FILE [--out PATH] [--batch-size N]
     lmtune score RUN FILE [--out PATH]
     lmtune serve [--config serve.yaml] [--data-dir DIR] [--port N]
@@ -27,6 +27,7 @@ from lmtune.config import DataConfig, ModelConfig
 from lmtune.config_file import ConfigError, load_config, schema_text, show_config
 from lmtune.data.records import DataError
 from lmtune.model.builtin import ModelError
+from lmtune.model.gguf_export import QUANTS
 from lmtune.serve.cli import add_keys_parser, add_serve_parser
 
 
@@ -144,8 +145,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from lmtune.use import export_run
+    from lmtune.use import export_gguf, export_run
 
+    if args.gguf:
+        out, ollama = export_gguf(args.run, args.gguf, quant=args.quant or "f16")
+        print(f"wrote {out}")
+        print(f"wrote {ollama} (ollama create NAME -f {ollama})" if ollama else
+              "no Modelfile: the chat template has no Ollama translation (llama.cpp reads it from the GGUF)")
+        return 0
+    if args.quant:
+        raise ConfigError("--quant applies to --gguf exports only")
     out = export_run(args.run, merge_to=args.merge, adapter_to=args.adapter)
     print(f"wrote {out}")
     return 0
@@ -245,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--merge", metavar="OUT", help="merge LoRA into the base and save a full model")
     group.add_argument("--adapter", metavar="OUT", help="save the adapter only")
+    group.add_argument("--gguf", metavar="OUT.gguf", help="merged model as GGUF (llama.cpp) plus an Ollama Modelfile")
+    p.add_argument("--quant", choices=QUANTS, help="GGUF weight type (default f16)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="label every input of a file with a classification run (JSON lines)")

@@ -76,6 +76,47 @@ def chat_loop(target: str | Path, max_new_tokens: int = 256, temperature: float 
         print(f"model> {answer}")
 
 
+def training_chat_template(cfg: RunConfig, tokenizer: Any) -> str:
+    """The Jinja chat template that renders prompts exactly as this run's training did."""
+    from lmtune.model.builtin import ModelError
+    from lmtune.model.tiny import CHATML_TEMPLATE
+
+    name = resolve_template(cfg.data.template, tokenizer)
+    if name == "tokenizer":
+        return tokenizer.chat_template
+    if name == "chatml" and tokenizer.eos_token == "<|im_end|>":
+        return CHATML_TEMPLATE  # lmtune's chatml renderer writes exactly this when <|im_end|> is the EOS
+    raise ModelError(f"GGUF export embeds the tokenizer's chat template or chatml with <|im_end|> as EOS; "
+                     f"this run trained with data.template {name} (EOS {tokenizer.eos_token!r})")
+
+
+def export_gguf(run: str | Path, out: str | Path, quant: str = "f16") -> tuple[Path, Path | None]:
+    """Write a run's merged model as GGUF with an Ollama Modelfile beside it (None when its template has no
+    Ollama translation); returns both paths."""
+    from peft import PeftModel
+
+    from lmtune.model.builtin import ModelError
+    from lmtune.model.gguf_export import source_pre_tokenizer, write_gguf
+    from lmtune.model.modelfile import default_system, modelfile
+
+    run = Path(run)
+    cfg = run_config(run)
+    model, tokenizer = load_trained(_final(run), base_cfg=cfg.model)
+    if isinstance(model, PeftModel):
+        model = model.merge_and_unload()
+    template = training_chat_template(cfg, tokenizer)
+    path = write_gguf(model, tokenizer, out, quant, chat_template=template, name=cfg.output.name,
+                      pre_tokenizer=source_pre_tokenizer(cfg.model))
+    try:
+        system = cfg.data.system_prompt or default_system(template, tokenizer)
+        text = modelfile(path.name, template, tokenizer.eos_token, system)
+    except ModelError:
+        return path, None  # llama.cpp still reads the Jinja template from the file itself
+    target = path.parent / "Modelfile"
+    target.write_text(text, encoding="utf-8")
+    return path, target
+
+
 def export_run(run: str | Path, merge_to: str | None = None, adapter_to: str | None = None) -> Path:
     """Write a run's result as a merged full model (safetensors) or as a separate adapter."""
     run = Path(run)

@@ -88,7 +88,7 @@ def generate(
                 out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **options)
                 new = out[:, input_ids.shape[1] :].tolist()
                 for i, ids in zip(rows, new):
-                    results[i] = _finish(tokenizer, ids, len(encoded[i]), set(eos_ids), stop)
+                    results[i] = finish_row(tokenizer, ids, len(encoded[i]), set(eos_ids), stop)
                 bar.update(len(rows))
             bar.close()
     finally:
@@ -126,7 +126,7 @@ def left_pad(batch: list[list[int]], pad_id: int, device: torch.device) -> tuple
     return input_ids.to(device), attention_mask.to(device)
 
 
-def _finish(tokenizer, ids: list[int], n_prompt: int, eos_ids: set[int], stop: list[str]) -> Generation:
+def finish_row(tokenizer, ids: list[int], n_prompt: int, eos_ids: set[int], stop: list[str]) -> Generation:
     """Cut one row's new tokens at EOS or the first stop string and count what was generated."""
     end = next((k for k, t in enumerate(ids) if t in eos_ids), None)
     kept = ids if end is None else ids[:end]

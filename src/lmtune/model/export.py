@@ -77,23 +77,40 @@ def load_trained(
     return load_model(cfg, "causal_lm")
 
 
-def _load_adapter(folder: Path, base_cfg: ModelConfig | None, trainable: bool) -> tuple[Any, Any]:
-    info: dict[str, Any] = {}
+def _base_info(folder: Path) -> dict[str, Any]:
     if (folder / BASE_FILE).exists():
-        info = json.loads((folder / BASE_FILE).read_text(encoding="utf-8"))
+        return json.loads((folder / BASE_FILE).read_text(encoding="utf-8"))
+    return {}
+
+
+def adapter_task(folder: str | Path) -> str | None:
+    """The task (causal_lm, sequence_classification) of a saved adapter folder; None for a full model."""
+    folder = Path(folder).expanduser()
+    if not (folder / "adapter_config.json").exists():
+        return None
+    adapter = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    return _base_info(folder).get("task") or TASK_OF_PEFT.get(adapter.get("task_type"), "causal_lm")
+
+
+def saved_tokenizer(folder: Path, base_cfg: ModelConfig, base_tokenizer: Any) -> Any:
+    """The tokenizer saved with a model (the one it was trained with), else the base model's."""
+    if not (folder / "tokenizer_config.json").exists():
+        return base_tokenizer
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=base_cfg.trust_remote_code)
+    return ensure_pad_token(tokenizer)
+
+
+def _load_adapter(folder: Path, base_cfg: ModelConfig | None, trainable: bool) -> tuple[Any, Any]:
+    info = _base_info(folder)
     if base_cfg is None:
         if "model" not in info:
             raise ModelError(f"{folder}: adapter without {BASE_FILE}; pass the base model config (base_cfg)")
         base_cfg = ModelConfig.model_validate(info["model"])
-    adapter = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
-    task = info.get("task") or TASK_OF_PEFT.get(adapter.get("task_type"), "causal_lm")
-    model, tokenizer = load_model(base_cfg, task, info.get("num_labels"))
+    model, tokenizer = load_model(base_cfg, adapter_task(folder), info.get("num_labels"))
     if info.get("id2label"):
         model.config.id2label = {int(k): v for k, v in info["id2label"].items()}
         model.config.label2id = {v: int(k) for k, v in info["id2label"].items()}
-    if (folder / "tokenizer_config.json").exists():
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=base_cfg.trust_remote_code)
-        tokenizer = ensure_pad_token(tokenizer)
+    tokenizer = saved_tokenizer(folder, base_cfg, tokenizer)
     with warnings.catch_warnings():
         # peft asks transformers for a renamed property; the warning is theirs, not the user's.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

@@ -1,4 +1,4 @@
-"""Models for inference: base models and fine-tuned adapters (an LRU cache), batched and streamed generation.
+"""Models for inference: one copy of each base model, its fine-tuned LoRA adapters on it, batched decoding.
 
 Usage:
     pool = ModelPool(cfg, store)
@@ -7,22 +7,28 @@ Usage:
     gens = loaded.complete([prompt], max_new_tokens=32, temperature=0.0, top_p=1.0, stop=[], seed=0)
     for piece in loaded.stream(prompt, 32, 0.0, 1.0, [], seed=0): ...   # str pieces, then a StreamEnd
 
-Every call runs under the model's lock (a model is not re-entrant), and callers run it in a thread
-pool, never on the event loop. Greedy streaming gives the same text as `complete`.
+Fine-tuned LoRA models of a base are adapters of the one copy of that base (peft multi-adapter); the
+base model itself is served with the adapters disabled. Full fine-tunes keep a copy of their own. Each
+copy has one Batcher (batching.py), which decodes the requests that arrive together in one batch, so
+callers only wait on their rows; they run in a thread pool, never on the event loop. Greedy streaming
+gives the same text as `complete`, and a greedy answer does not depend on what it was batched with.
 """
 
 from __future__ import annotations
 
-import queue
+import hashlib
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from lmtune.serve.config import ServeConfig
 from lmtune.serve.errors import APIError, not_found
 from lmtune.serve.store import Store
+
+if TYPE_CHECKING:  # batching imports torch; the server starts without it
+    from lmtune.serve.batching import Batcher, Row
 
 
 @dataclass
@@ -36,12 +42,19 @@ class StreamEnd:
 
 @dataclass
 class Loaded:
-    """A model ready to generate, with the run config whose template and system prompt it was trained with."""
+    """A model ready to generate (a base, or an adapter on it), with the run config whose template and
+    system prompt it was trained with."""
 
-    model: Any
+    batcher: Batcher
     tokenizer: Any
     run_cfg: Any
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    adapter: str | None = None
+    adapter_path: Path | None = None
+
+    @property
+    def model(self) -> Any:
+        """The model in memory (a peft model once adapters are attached to the base)."""
+        return self.batcher.model
 
     def chat_prompt(self, messages: list[tuple[str, str]]) -> str:
         """Render (role, content) pairs with the model's template, ending with the assistant header."""
@@ -76,115 +89,89 @@ class Loaded:
             return context - longest
         raise APIError(400, text, param=param, code="context_length_exceeded")
 
+    def _rows(self, prompts: list[str], max_new_tokens: int, temperature: float, top_p: float,
+              stop: list[str], seed: int) -> list[Row]:
+        from lmtune.evaluate.generate import eos_ids_of
+        from lmtune.serve.batching import Row
+
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
+        eos = eos_ids_of(self.batcher.model, self.tokenizer)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos[0]
+        stop = [s for s in stop if s]
+
+        def stopped(new: list[int]) -> bool:
+            return bool(stop) and any(s in self.tokenizer.decode(new, skip_special_tokens=True) for s in stop)
+
+        rows = []
+        for prompt in prompts:
+            ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            if not ids:
+                raise ValueError("the prompt is empty: there is nothing to continue")
+            rows.append(Row(ids, set(eos), pad, max_new_tokens, temperature, top_p, seed, self.adapter,
+                            self.adapter_path, stopped))
+        return rows
+
     def complete(self, prompts: list[str], max_new_tokens: int, temperature: float, top_p: float,
                  stop: list[str], seed: int) -> list[Any]:
-        """lmtune's batched generate() for every prompt (Generation objects, in order)."""
-        from lmtune.evaluate.generate import generate
+        """A Generation for every prompt (in order), cut at EOS and stop strings as `lmtune eval` cuts them."""
+        from lmtune.evaluate.generate import finish_row
 
-        with self.lock:
-            return generate(self.model, self.tokenizer, prompts, max_new_tokens=max_new_tokens,
-                            temperature=temperature, top_p=top_p, stop=stop, seed=seed)
+        rows = self._rows(prompts, max_new_tokens, temperature, top_p, stop, seed)
+        self.batcher.submit(rows)
+        for row in rows:
+            for _ in row.tokens():
+                pass
+        return [finish_row(self.tokenizer, row.new, len(row.ids), row.eos, [s for s in stop if s]) for row in rows]
 
     def stream(self, prompt: str, max_new_tokens: int, temperature: float, top_p: float,
                stop: list[str], seed: int) -> Iterator[str | StreamEnd]:
-        """Text pieces as they are generated (one token at a time with the KV cache), then a StreamEnd."""
-        # Generation runs in one thread of its own: torch's grad mode is per thread, and the consumer
-        # (a streaming response) may pull each piece from a different thread of the pool.
-        pieces: queue.Queue = queue.Queue(maxsize=64)
-        cancelled = threading.Event()
-
-        def produce() -> None:
-            try:
-                for piece in self._stream(prompt, max_new_tokens, temperature, top_p, stop, seed):
-                    if cancelled.is_set():
-                        return
-                    pieces.put(piece)
-            except BaseException as err:  # handed to the consumer, which re-raises it
-                pieces.put(err)
-
-        threading.Thread(target=produce, daemon=True).start()
-        try:
-            while True:
-                item = pieces.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if isinstance(item, StreamEnd):
-                    return
-        finally:
-            cancelled.set()  # the client went away: the producer stops at its next token
-            while not pieces.empty():
-                pieces.get_nowait()  # unblock a producer waiting on a full queue
-
-    def _stream(self, prompt: str, max_new_tokens: int, temperature: float, top_p: float,
-                stop: list[str], seed: int) -> Iterator[str | StreamEnd]:
-        import torch
-
-        from lmtune.evaluate.generate import eos_ids_of
-
-        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        if not ids:
-            raise ValueError("the prompt is empty: there is nothing to continue")
+        """Text pieces as they are generated, then a StreamEnd; the row leaves its batch if the caller stops."""
+        (row,) = self._rows([prompt], max_new_tokens, temperature, top_p, stop, seed)
+        stop = [s for s in stop if s]
         # Hold back text that could be the start of a stop string, or a half-decoded character.
         hold = max((len(s) for s in stop), default=1) - 1
-        with self.lock, torch.inference_mode():
-            eos = set(eos_ids_of(self.model, self.tokenizer))
-            rng = torch.Generator().manual_seed(seed)
-            device = next(self.model.parameters()).device
-            was_training = self.model.training
-            self.model.eval()
-            step_input, past, new, emitted, finish = torch.tensor([ids], device=device), None, [], "", "length"
-            try:
-                for _ in range(max_new_tokens):
-                    out = self.model(input_ids=step_input, past_key_values=past, use_cache=True)
-                    past = out.past_key_values
-                    token = _pick(out.logits[0, -1].float().cpu(), temperature, top_p, rng)
-                    new.append(token)
-                    if token in eos:
-                        finish = "stop"
-                        break
-                    text = self.tokenizer.decode(new, skip_special_tokens=True)
-                    cut = min((p for p in (text.find(s) for s in stop) if p >= 0), default=None)
-                    if cut is not None:
-                        if cut > len(emitted):
-                            yield text[len(emitted):cut]
-                        yield StreamEnd("stop", len(ids), len(new))
-                        return
-                    safe = len(text.rstrip("\ufffd")) - hold
-                    if safe > len(emitted) and text.startswith(emitted):
-                        yield text[len(emitted):safe]
-                        emitted = text[:safe]
-                    step_input = torch.tensor([[token]], device=device)
-            finally:
-                self.model.train(was_training)
-        kept = [t for t in new if t not in eos]
-        text = self.tokenizer.decode(kept, skip_special_tokens=True)
-        if text.startswith(emitted) and len(text) > len(emitted):
-            yield text[len(emitted):]
-        yield StreamEnd(finish, len(ids), len(new))
+        new: list[int] = []
+        emitted = ""
+        self.batcher.submit([row])
+        try:
+            for token in row.tokens():
+                new.append(token)
+                if token in row.eos:
+                    break
+                text = self.tokenizer.decode(new, skip_special_tokens=True)
+                cut = min((p for p in (text.find(s) for s in stop) if p >= 0), default=None)
+                if cut is not None:
+                    if cut > len(emitted):
+                        yield text[len(emitted):cut]
+                    yield StreamEnd("stop", len(row.ids), len(new))
+                    return
+                safe = len(text.rstrip("\ufffd")) - hold
+                if safe > len(emitted) and text.startswith(emitted):
+                    yield text[len(emitted):safe]
+                    emitted = text[:safe]
+            kept = [t for t in new if t not in row.eos]
+            text = self.tokenizer.decode(kept, skip_special_tokens=True)
+            if text.startswith(emitted) and len(text) > len(emitted):
+                yield text[len(emitted):]
+            yield StreamEnd("stop" if new and new[-1] in row.eos else "length", len(row.ids), len(new))
+        finally:
+            row.cancelled.set()  # the client went away: the row leaves its batch at the next token
 
 
-def _pick(logits: Any, temperature: float, top_p: float, rng: Any) -> int:
-    """Greedy at temperature 0, else a sample from the top-p nucleus of softmax(logits / temperature)."""
-    import torch
-
-    if temperature == 0:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(logits / temperature, dim=-1)
-    if top_p < 1:
-        sorted_p, order = torch.sort(probs, descending=True)
-        keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < top_p  # always keeps the most likely token
-        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
-    return int(torch.multinomial(probs, 1, generator=rng))
+def adapter_name(model_id: str) -> str:
+    """A peft adapter name for a fine-tuned model id (ids hold ':' and '.', which module names cannot)."""
+    return "ft_" + hashlib.sha256(model_id.encode()).hexdigest()[:16]
 
 
 class ModelPool:
-    """Base models (kept once loaded) and fine-tuned models (LRU of cfg.adapter_cache_size)."""
+    """One copy per base model (kept once loaded) and fine-tuned models on it (LRU of cfg.adapter_cache_size)."""
 
     def __init__(self, cfg: ServeConfig, store: Store):
         self.cfg, self.store = cfg, store
         self.bases: dict[str, Loaded] = {}
         self.adapters: OrderedDict[str, Loaded] = OrderedDict()
+        self.copies: dict[str, tuple[Batcher, Any]] = {}  # base identity -> (its batcher, its tokenizer)
         self._loading = threading.Lock()
         self._threads_set = False
 
@@ -209,29 +196,58 @@ class ModelPool:
             if model_id in self.adapters:
                 self.adapters.move_to_end(model_id)
                 return self.adapters[model_id]
-            loaded = self._load_trained(Path(row["path"]))
+            loaded = self._load_trained(Path(row["path"]), model_id)
             self.adapters[model_id] = loaded
             while len(self.adapters) > self.cfg.adapter_cache_size:
-                self.adapters.popitem(last=False)  # the least recently used goes first
+                self._release(self.adapters.popitem(last=False)[1])  # the least recently used goes first
             return loaded
 
     def evict(self, model_id: str) -> None:
         """Drop a (deleted) fine-tuned model from the cache."""
         with self._loading:
-            self.adapters.pop(model_id, None)
+            loaded = self.adapters.pop(model_id, None)
+            if loaded is not None:
+                self._release(loaded)
+
+    def _release(self, loaded: Loaded) -> None:
+        if loaded.adapter is None:
+            loaded.batcher.close()  # a full fine-tune: its own copy goes
+        else:
+            loaded.batcher.detach(loaded.adapter)
+
+    def _copy(self, model_cfg: Any) -> tuple[Batcher, Any]:
+        """The batcher and tokenizer of the one in-memory copy of this base model."""
+        from lmtune.model.load import load_model
+        from lmtune.serve.batching import Batcher
+
+        key = model_cfg.model_dump_json()
+        if key not in self.copies:
+            self._torch_threads()
+            model, tokenizer = load_model(model_cfg)
+            self.copies[key] = (Batcher(model.eval()), tokenizer)
+        return self.copies[key]
 
     def _load_base(self, name: str) -> Loaded:
         from lmtune.config import RunConfig
-        from lmtune.model.load import load_model
 
-        self._torch_threads()
         run_cfg = RunConfig.model_validate({"model": {"name": name}})
-        model, tokenizer = load_model(run_cfg.model)
-        return Loaded(model.eval(), tokenizer, run_cfg)
+        batcher, tokenizer = self._copy(run_cfg.model)
+        return Loaded(batcher, tokenizer, run_cfg)
 
-    def _load_trained(self, run_dir: Path) -> Loaded:
+    def _load_trained(self, run_dir: Path, model_id: str) -> Loaded:
+        from lmtune.model.export import adapter_task, saved_tokenizer
+        from lmtune.runs import run_config
+        from lmtune.serve.batching import Batcher
         from lmtune.use import load_for_inference
 
+        final = run_dir / "final"
+        if adapter_task(final) == "causal_lm":
+            cfg = run_config(run_dir)
+            batcher, base_tokenizer = self._copy(cfg.model)
+            loaded = Loaded(batcher, saved_tokenizer(final, cfg.model, base_tokenizer), cfg,
+                            adapter_name(model_id), final)
+            batcher.attach(loaded.adapter, final)
+            return loaded
         self._torch_threads()
         model, tokenizer, run_cfg = load_for_inference(run_dir)
-        return Loaded(model, tokenizer, run_cfg)
+        return Loaded(Batcher(model), tokenizer, run_cfg)
