@@ -84,7 +84,7 @@ def _no_dialogs_or_csp_violations(request):
 def upload(page, name: str, data: bytes) -> str:
     """Upload through the files page; returns the new file id."""
     page.goto("/console/files")
-    page.get_by_label("File").set_input_files({"name": name, "mimeType": "application/jsonl", "buffer": data})
+    page.get_by_label("File", exact=True).set_input_files({"name": name, "mimeType": "application/jsonl", "buffer": data})
     page.get_by_role("button", name="Upload and check").click()
     return re.search(r"file-[0-9a-f]{24}", page.locator("main").inner_text()).group(0)
 
@@ -145,7 +145,7 @@ def fine_tuned(alpha, training_file) -> str:
     page.get_by_role("button", name="Create job").click()
     expect(page).to_have_url(re.compile(r"/console/jobs/ftjob-[0-9a-f]+$"))
     expect(page.locator("#job-status")).to_have_text("running", timeout=TRAIN_S * 1000)
-    expect(page.locator("#loss-chart canvas")).to_have_count(1, timeout=TRAIN_S * 1000)  # drawn while running
+    expect(page.locator("#loss-chart canvas")).to_have_count(1, timeout=TRAIN_S * 1000)
     expect(page.locator("#job-status")).to_have_text("succeeded", timeout=TRAIN_S * 1000)
     expect(page.locator("#chart-note")).to_have_text(re.compile(r"^\d+ steps logged\.$"))
     return page.locator("#fine-tuned-model").inner_text()
@@ -226,6 +226,22 @@ def test_cancel_a_second_job(alpha, training_file, fine_tuned):
     expect(page.locator("#events")).to_contain_text("Job cancelled")
     expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
     page.screenshot(path=SHOTS / "job-cancelled.png", full_page=True)
+
+
+def test_a_preference_job_draws_its_reward_curve(alpha, dpo_data):
+    page = alpha.page
+    pairs = upload(page, "pairs.jsonl", dpo_data)
+    page.goto("/console/jobs")
+    page.get_by_label("Training file").select_option(pairs)
+    page.get_by_label("Method").select_option("dpo")
+    page.get_by_label("Epochs").fill("1")
+    page.get_by_label("DPO beta").fill("0.2")
+    page.get_by_role("button", name="Create job").click()
+    expect(page.locator("#job-status")).to_have_text("succeeded", timeout=TRAIN_S * 1000)
+    expect(page.locator("#reward-chart canvas")).to_have_count(1)
+    expect(page.locator("#reward-chart")).to_contain_text("reward margin")
+    expect(page.locator("#hyperparameters")).to_contain_text("beta")
+    page.screenshot(path=SHOTS / "job-dpo.png", full_page=True)
 
 
 def test_another_project_gets_404_for_alphas_job_in_the_browser(browser, console, alpha, fine_tuned):

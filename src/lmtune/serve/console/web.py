@@ -68,6 +68,7 @@ def make_templates() -> Environment:
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
                       trim_blocks=True, lstrip_blocks=True)
     env.globals["static"] = lambda path: f"{PREFIX}/static/{path}"
+    env.filters["kv"] = lambda v: ", ".join(f"{k}: {x}" for k, x in v.items()) if isinstance(v, dict) else v
     env.filters["ts"] = lambda t: time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) if t else ""
     return env
 
@@ -121,7 +122,7 @@ async def console_error(request: Request, err: ConsoleError) -> HTMLResponse:
     """Exception handler: the error page (a fragment for htmx requests)."""
     session = state(request).sessions.read(request.cookies.get(COOKIE))
     name = "error_fragment.html" if request.headers.get("hx-request") else "error.html"
-    return render(request, name, session, status=err.status, message=err.message)
+    return render(request, name, session, status=err.status, code=err.status, message=err.message)
 
 
 async def need_sign_in(request: Request, _: NeedSignIn) -> Response:
