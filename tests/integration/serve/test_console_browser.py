@@ -238,6 +238,7 @@ def test_a_preference_job_draws_its_reward_curve(alpha, dpo_data):
     page.get_by_label("DPO beta").fill("0.2")
     page.get_by_role("button", name="Create job").click()
     expect(page.locator("#job-status")).to_have_text("succeeded", timeout=TRAIN_S * 1000)
+    expect(page.locator("#chart-note")).to_have_text(re.compile(r"^\d+ steps logged\.$"))
     expect(page.locator("#reward-chart canvas")).to_have_count(1)
     expect(page.locator("#reward-chart")).to_contain_text("reward margin")
     expect(page.locator("#hyperparameters")).to_contain_text("beta")

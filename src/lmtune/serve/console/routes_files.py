@@ -44,6 +44,12 @@ def validation_report(request: Request, row: dict[str, Any], model: str) -> dict
     return report_to_json(report)
 
 
+def _model(request: Request, tokenizer: str) -> str:
+    """The base model whose tokenizer counts tokens: the one asked for, else the first."""
+    bases = request.app.state.cfg.base_models
+    return tokenizer if tokenizer in bases else bases[0]
+
+
 def _files(request: Request, project: str) -> list[dict[str, Any]]:
     return api.list_files(request, project, after=None, limit=10000, order="desc", purpose=None)["data"]
 
@@ -67,11 +73,6 @@ def upload(request: Request, session: SignedIn, file: UploadFile = File(...), to
     report = validation_report(request, row, model)
     return render(request, "file.html", session, status=200 if report["ok"] else 422, file=api.file_view(row),
                   report=report, model=model, base_models=request.app.state.cfg.base_models)
-
-
-def _model(request: Request, tokenizer: str) -> str:
-    bases = request.app.state.cfg.base_models
-    return tokenizer if tokenizer in bases else bases[0]
 
 
 @router.get("/files/{file_id}")

@@ -155,8 +155,10 @@ def job_metrics(request: Request, session: SignedIn, job_id: str) -> dict[str, A
     records = read_metrics(Path(row["run_dir"]) / "metrics.jsonl") if row["run_dir"] else []
     by_step: dict[int, dict[str, Any]] = {}
     for r in records:
-        by_step.setdefault(int(r.get("step", 0)), {}).update(r if r.get("kind") == "train" else
-                                                            {"valid_loss": r.get("eval_loss")})
+        if r.get("kind") == "train":
+            by_step.setdefault(int(r.get("step", 0)), {}).update(r)
+        elif r.get("kind") == "eval":
+            by_step.setdefault(int(r.get("step", 0)), {})["valid_loss"] = r.get("eval_loss")
     steps = sorted(s for s, r in by_step.items() if "loss" in r)
     reward = next(((k, label) for k, label in REWARD_KEYS if any(k in by_step[s] for s in steps)), None)
     out: dict[str, Any] = {"status": row["status"], "terminal": row["status"] in TERMINAL, "step": steps,

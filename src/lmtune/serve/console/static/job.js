@@ -6,6 +6,7 @@
   const rewardEl = document.getElementById("reward-chart");
   const note = document.getElementById("chart-note");
   const charts = {};
+  const STEP_INCREMENTS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000];  // whole steps
 
   function draw(key, target, title, series, data) {
     if (charts[key]) {
@@ -15,7 +16,7 @@
     const width = Math.max(320, target.parentElement.clientWidth - 16);
     charts[key] = new uPlot({
       title: title, width: width, height: 240, scales: { x: { time: false } },
-      axes: [{ label: "step" }, {}], series: [{ label: "step" }].concat(series),
+      axes: [{ label: "step", incrs: STEP_INCREMENTS }, {}], series: [{ label: "step" }].concat(series),
     }, data, target);
   }
 
