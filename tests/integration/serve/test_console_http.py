@@ -208,3 +208,38 @@ def test_cli_run_reports_are_listed_and_served_sandboxed(app):
     assert "script-src" not in r.headers["content-security-policy"]  # default-src 'none' covers scripts
     for name in ("..", "%2e%2e", "nope", "tiny-20261204%2F..%2F.."):
         assert alpha.get(f"/console/runs/{name}/report").status_code == 404, name
+
+
+def test_job_actions_go_through_the_api_and_its_refusals_show_as_pages(app):
+    alpha, csrf = signed_in(app, "alpha")
+    file_id = re.search(r"(file-[0-9a-f]{24})", upload(alpha, csrf, "t.jsonl", GOOD).text).group(1)
+    job_url = alpha.post("/console/jobs", data={"csrf_token": csrf, "model": "tiny-llama", "training_file": file_id},
+                         follow_redirects=False).headers["location"]
+    job_id = job_url.rsplit("/", 1)[1]
+    app.state.store.execute("UPDATE jobs SET status='queued' WHERE id=?", (job_id,))  # as the worker's validation does
+    page = alpha.post(f"{job_url}/pause", data={"csrf_token": csrf}).text
+    assert 'id="job-status" class="status status-paused">paused<' in page and 'id="resume-job"' in page
+    page = alpha.post(f"{job_url}/resume", data={"csrf_token": csrf}).text
+    assert ">queued<" in page and "Job resumed" in page
+    assert ">cancelled<" in alpha.post(f"{job_url}/cancel", data={"csrf_token": csrf}).text
+    r = alpha.post(f"{job_url}/resume", data={"csrf_token": csrf})
+    assert r.status_code == 409 and f"Cannot resume job {job_id}: its status is cancelled" in r.text
+    assert alpha.post(f"{job_url}/explode", data={"csrf_token": csrf}).status_code == 404
+    assert app.state.store.one("SELECT status FROM jobs WHERE id=?", (job_id,))["status"] == "cancelled"
+
+
+def test_a_jobs_evaluation_report_is_shown_sandboxed(app, tmp_path):
+    alpha, csrf = signed_in(app, "alpha")
+    beta, _ = signed_in(app, "beta")
+    file_id = re.search(r"(file-[0-9a-f]{24})", upload(alpha, csrf, "t.jsonl", GOOD).text).group(1)
+    job_url = alpha.post("/console/jobs", data={"csrf_token": csrf, "model": "tiny-llama", "training_file": file_id},
+                         follow_redirects=False).headers["location"]
+    assert "Evaluation report" not in alpha.get(job_url).text
+    (tmp_path / "report.html").write_text("<html><body><h1>Fine-tuned vs base</h1><script>alert(1)</script>")
+    app.state.store.execute("UPDATE jobs SET run_dir=? WHERE id=?", (str(tmp_path), job_url.rsplit("/", 1)[1]))
+    assert f'<iframe class="report" src="{job_url}/report" title="Evaluation report" sandbox>' in alpha.get(job_url).text
+    r = alpha.get(job_url + "/report")
+    assert r.status_code == 200 and "Fine-tuned vs base" in r.text
+    assert r.headers["content-security-policy"].startswith("default-src 'none'") and "sandbox" in r.headers[
+        "content-security-policy"]
+    assert beta.get(job_url + "/report").status_code == 404
