@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from lmtune.serve import routes_files as files_api
 from lmtune.serve import routes_jobs as api
+from lmtune.serve.console.session import Session
 from lmtune.serve.console.web import (
     REPORT_CSP,
     TERMINAL,
@@ -44,7 +45,7 @@ def _jobs(request: Request, project: str) -> list[dict[str, Any]]:
     return api.list_jobs(request, project, after=None, limit=100)["data"]
 
 
-def _form_page(request: Request, session: Any, error: str | None = None, status: int = 200,
+def _form_page(request: Request, session: Session, error: str | None = None, status: int = 200,
                **values: Any) -> HTMLResponse:
     files = files_api.list_files(request, session.project, None, 10000, "desc", "fine-tune")["data"]
     return render(request, "jobs.html", session, status=status, jobs=_jobs(request, session.project), files=files,
