@@ -117,10 +117,14 @@ def test_upload_a_good_and_a_bad_file(alpha, chat_data):
     expect(page.locator("#token-stats")).to_contain_text("Tokens per example with the tiny-llama tokenizer")
     page.screenshot(path=SHOTS / "file-good.png", full_page=True)
 
-    bad = chat_data + json.dumps({"messages": HOSTILE}).encode() + b"\n" + b'{"messages": [' + HOSTILE.encode() + b"\n"
+    role = "<b onmouseover=alert(2)>x</b>"  # quoted by the validator's message
+    bad = (chat_data + json.dumps({"messages": HOSTILE}).encode() + b"\n" + b'{"messages": [' + HOSTILE.encode()
+           + b"\n" + json.dumps({"messages": [{"role": role, "content": "hi"}]}).encode() + b"\n")
     upload(page, HOSTILE + ".jsonl", bad)
-    expect(page.locator("#verdict")).to_contain_text("2 errors")
-    expect(page.locator("#issues td.line")).to_have_text(["17", "18"])
+    expect(page.locator("#verdict")).to_contain_text("3 errors")
+    expect(page.locator("#issues td.line")).to_have_text(["17", "18", "19"])
+    expect(page.locator("#issues td.message").nth(2)).to_contain_text(f"role '{role}' is not one of")
+    assert page.locator("#issues b").count() == 0
     expect(page.locator("h1.filename")).to_have_text(HOSTILE + ".jsonl")  # literal text, not an element
     assert page.locator("img[src=x]").count() == 0
     page.screenshot(path=SHOTS / "file-errors.png", full_page=True)

@@ -159,12 +159,15 @@ def test_another_projects_ids_answer_404_in_the_console(app):
 
 def test_hostile_file_names_metadata_and_validator_messages_are_escaped(app):
     alpha, csrf = signed_in(app, "alpha")
-    bad = GOOD + json.dumps({"messages": HOSTILE}).encode() + b"\n" + b"{not json " + HOSTILE.encode() + b"\n"
+    role = '<b onmouseover=alert(4)>x</b>'  # the validator's message quotes the bad role
+    bad = (GOOD + json.dumps({"messages": HOSTILE}).encode() + b"\n" + b"{not json " + HOSTILE.encode() + b"\n"
+           + json.dumps({"messages": [{"role": role, "content": "hi"}]}).encode() + b"\n")
     r = upload(alpha, csrf, HOSTILE + ".jsonl", bad)
     assert r.status_code == 422
     assert HOSTILE not in r.text and html.escape(HOSTILE, quote=False) in r.text
+    assert role not in r.text and f"role &#39;{html.escape(role, quote=False)}&#39; is not one of" in r.text
     lines = re.findall(r'<td class="line">(\d+)</td>', r.text)
-    assert {"7", "8"} <= set(lines)  # the two bad lines, by number
+    assert {"7", "8", "9"} <= set(lines)  # the three bad lines, by number
     file_id = re.search(r"(file-[0-9a-f]{24})", r.text).group(1)
     assert HOSTILE not in alpha.get("/console/files").text
     r = alpha.post("/console/jobs", data={"csrf_token": csrf, "model": "tiny-llama", "training_file": file_id,
