@@ -246,3 +246,15 @@ def test_a_jobs_evaluation_report_is_shown_sandboxed(app, tmp_path):
     assert r.headers["content-security-policy"].startswith("default-src 'none'") and "sandbox" in r.headers[
         "content-security-policy"]
     assert beta.get(job_url + "/report").status_code == 404
+
+
+def test_playground_refusals_come_back_in_the_apis_error_shape(app):
+    alpha, csrf = signed_in(app, "alpha")
+    r = alpha.post("/console/playground/stream", data={"csrf_token": csrf, "model": "tiny-llama", "prompt": "hi",
+                                                       "temperature": "5"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "temperature"
+    r = alpha.post("/console/playground/stream", data={"csrf_token": csrf, "model": "tiny-llama", "prompt": "  "})
+    assert r.status_code == 400 and r.json()["error"]["message"].startswith("prompt:")
+    r = alpha.post("/console/playground/stream", data={"csrf_token": csrf, "model": "tiny-llama", "prompt": "hi",
+                                                       "max_tokens": "999999"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"

@@ -63,9 +63,11 @@ def stream(request: Request, session: SignedIn, model: str = Form(""), prompt: s
         if not prompt.strip():
             raise APIError(400, "prompt: write something for the models to answer", param="prompt")
         return api.chat_completions(request, session.project, body)
-    except ValidationError as err:
-        first = err.errors()[0]
-        err = APIError(400, f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
-    except APIError as api_err:
-        err = api_err
-    return JSONResponse(error_body(err.status, err.message, err.type, err.param, err.code), status_code=err.status)
+    except ValidationError as invalid:
+        first = invalid.errors()[0]
+        param = ".".join(str(p) for p in first["loc"])
+        refused = APIError(400, f"{param}: {first['msg']}", param=param)
+    except APIError as err:
+        refused = err
+    body = error_body(refused.status, refused.message, refused.type, refused.param, refused.code)
+    return JSONResponse(body, status_code=refused.status)
