@@ -158,5 +158,9 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         request.app.state.store.one("SELECT 1 AS ok")
         return {"status": "ok"}
 
+    if cfg.console:
+        from lmtune.serve.console import mount_console
+
+        mount_console(app, cfg)
     app.add_middleware(RequestObserver, cfg=cfg, metrics=metrics)
     return app

@@ -84,6 +84,12 @@ class ServeConfig(BaseModel):
     """Largest max_tokens a completion request may ask for."""
     poll_seconds: float = Field(0.5, gt=0)
     """How often a worker looks for new jobs, cancellations, metrics and checkpoints."""
+    console: bool = True
+    """Serve the web console under /console (sign-in with an API key; see docs/console.md)."""
+    console_session_hours: float = Field(8.0, gt=0)
+    """How long a console sign-in lasts before the browser must sign in again."""
+    console_runs_dir: str | None = None
+    """Folder of `lmtune train` runs whose reports the console lists to every signed-in key (null: none)."""
 
     @property
     def root(self) -> Path:

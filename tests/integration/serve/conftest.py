@@ -194,3 +194,17 @@ def make_server(tmp_path):
     yield make
     for srv in made:
         srv.stop()
+
+
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory):
+    """Server(root, **settings) factories for one test module (its own server and worker), stopped after it."""
+    made: list[Server] = []
+
+    def make(name: str = "module", **settings) -> Server:
+        made.append(Server(tmp_path_factory.mktemp(name), **settings))
+        return made[-1]
+
+    yield make
+    for srv in made:
+        srv.stop()
