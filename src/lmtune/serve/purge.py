@@ -2,7 +2,7 @@
 
 Usage:
     purge_file(cfg, store, row)     # after files.delete: the upload, caches built from it, runs without a model
-    purge_model(cfg, store, row)    # after models.delete: the run folder (weights, checkpoints) and the job's log
+    purge_model(cfg, row)           # after models.delete: the run folder (weights, checkpoints) and the job's log
 
 What holds a file's examples: its blob; the prepared-data caches built from it (in the project's cache,
 <data_dir>/cache/<project>/data/<key>/, found by the source path in their manifest); the project's
@@ -70,7 +70,7 @@ def purge_file(cfg: ServeConfig, store: Store, row: dict[str, Any]) -> None:
                     copy.unlink(missing_ok=True)
 
 
-def purge_model(cfg: ServeConfig, store: Store, row: dict[str, Any]) -> None:
+def purge_model(cfg: ServeConfig, row: dict[str, Any]) -> None:
     """Remove a deleted model's run folder (weights, checkpoints, metrics) and its job's config and log."""
     _remove_tree(Path(row["path"]), cfg.runs_dir)
     _remove_tree(cfg.jobs_dir / row["job_id"], cfg.jobs_dir)

@@ -70,7 +70,7 @@ def delete_model(request: Request, project: Project, model_id: str) -> dict[str,
         raise not_found("model", model_id, "model")
     request.app.state.store.execute("UPDATE models SET deleted=1 WHERE id=?", (model_id,))
     request.app.state.pool.evict(model_id)
-    purge_model(request.app.state.cfg, request.app.state.store, row)
+    purge_model(request.app.state.cfg, row)
     return {"id": model_id, "object": "model", "deleted": True}
 
 
