@@ -17,10 +17,11 @@
 # is installed; trl-liger needs CUDA), then lmtune-no-kernels as part 2.
 # Options: --device cuda|cpu, --out DIR (default bench/results/gpu-check), --carry DIR (default .gpu),
 # --python PATH (default python3), --budget SECONDS (default 450 on CUDA, 1200 in the dry mode),
-# --model-config NAME (default llama-1b).
+# --model-config NAME (default llama-1b), --systems "A B ..." (part 1's systems instead of the default,
+# e.g. "trl-default lmtune-lowmem" for the memory target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DEVICE=cuda OUT_DIR=bench/results/gpu-check CARRY=.gpu PY=python3 BUDGET= SHAPE=llama-1b
+DEVICE=cuda OUT_DIR=bench/results/gpu-check CARRY=.gpu PY=python3 BUDGET= SHAPE=llama-1b SYSTEMS=
 while [ $# -gt 0 ]; do
   case "$1" in
     --device) DEVICE=$2; shift 2 ;;
@@ -29,6 +30,7 @@ while [ $# -gt 0 ]; do
     --python) PY=$2; shift 2 ;;
     --budget) BUDGET=$2; shift 2 ;;
     --model-config) SHAPE=$2; shift 2 ;;
+    --systems) SYSTEMS=$2; shift 2 ;;
     *) echo "unknown option $1 (see the header of $0)" >&2; exit 2 ;;
   esac
 done
@@ -60,6 +62,7 @@ else
   # On the CPU kernels and packed attention resolve to the plain path already: one variant checks part 2.
   LEVERS=(lmtune-no-kernels)
 fi
+[ -z "$SYSTEMS" ] || read -r -a MAIN <<<"$SYSTEMS"
 export PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 "$PY" -c "import torch, transformers, peft, lmtune; print('torch', torch.__version__, 'transformers',
 transformers.__version__, 'peft', peft.__version__, 'cuda', torch.cuda.is_available())" | tee -a "$LOG"
