@@ -72,6 +72,9 @@ def resolve_packed_attention(setting: str, device: torch.device) -> str:
         return "flash" if installed("flash_attn") else "flex"
     if setting == "flash" and not installed("flash_attn"):
         raise ValueError("training.packed_attention: flash needs the flash-attn package (CUDA)")
+    if setting == "flex" and device.type != "cuda":
+        raise ValueError(f"training.packed_attention: flex trains on CUDA only (PyTorch's FlexAttention has "
+                         f"no backward pass on {device.type}); use auto or mask")
     return setting
 
 
