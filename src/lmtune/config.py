@@ -214,7 +214,7 @@ class TrainingConfig(Section):
     else none; liger without CUDA or without the package is an error. CPU runs keep the plain path."""
     packed_attention: Literal["auto", "flash", "flex", "mask"] = "auto"
     """Attention inside packed rows: flash (flash-attn's varlen kernel), flex (PyTorch FlexAttention with a
-    document mask), mask (the model's own kernel with a dense block-diagonal mask). auto = flash on CUDA
+    document mask; CUDA only), mask (the model's own kernel with a dense block-diagonal mask). auto = flash on CUDA
     when flash-attn is installed, else flex on CUDA, mask on CPU. Only for packed training batches of a
     model loaded with the default `sdpa`; evaluation and generation keep `model.attn_implementation`."""
     compile: bool = False

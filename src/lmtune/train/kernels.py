@@ -72,6 +72,9 @@ def resolve_packed_attention(setting: str, device: torch.device) -> str:
         return "flash" if installed("flash_attn") else "flex"
     if setting == "flash" and not installed("flash_attn"):
         raise ValueError("training.packed_attention: flash needs the flash-attn package (CUDA)")
+    if setting == "flex" and device.type != "cuda":
+        raise ValueError(f"training.packed_attention: flex trains on CUDA only (PyTorch's FlexAttention has "
+                         f"no backward pass on {device.type}); use auto or mask")
     return setting
 
 
@@ -89,8 +92,9 @@ def liger_supports(model: nn.Module) -> bool:
 
 
 @contextlib.contextmanager
-def liger_kernels(model: nn.Module, enabled: bool = True) -> Iterator[list[nn.Module]]:
-    """Within the block the model runs Liger's RMSNorm, RoPE and SwiGLU; yields the patched modules.
+def liger_kernels(model: nn.Module, enabled: bool = True,
+                  patches: dict[str, bool] = LIGER_PATCHES) -> Iterator[list[nn.Module]]:
+    """Within the block the model runs Liger's RMSNorm, RoPE and SwiGLU (`patches`); yields the patched modules.
 
     Raises ValueError for an architecture Liger has no patch for. Afterwards the modules and the
     modeling module's globals (Liger also swaps the classes and `apply_rotary_pos_emb` there, which
@@ -108,7 +112,7 @@ def liger_kernels(model: nn.Module, enabled: bool = True) -> Iterator[list[nn.Mo
     modeling = importlib.import_module(type(base).__module__)
     saved_globals = dict(vars(modeling))
     before = {module: set(vars(module)) for module in base.modules()}
-    _apply_liger_kernel_to_instance(base, **LIGER_PATCHES)
+    _apply_liger_kernel_to_instance(base, **patches)
     added = {module: set(vars(module)) - names for module, names in before.items()}
     patched = [module for module, names in added.items() if "forward" in names]
     try:

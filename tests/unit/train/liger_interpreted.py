@@ -18,14 +18,12 @@ from lmtune.data.collate import pack_collate
 from lmtune.data.encode import encode_example
 from lmtune.data.records import Example, Message
 from lmtune.model.tiny import byte_tokenizer, tiny_causal_lm
-from lmtune.train import kernels
 from lmtune.train.chunked_loss import linear_cross_entropy
-from lmtune.train.kernels import liger_kernels, liger_linear_cross_entropy
+from lmtune.train.kernels import LIGER_PATCHES, liger_kernels, liger_linear_cross_entropy
 from lmtune.train.objectives import causal_lm_loss
 
 
 def main() -> None:
-    kernels.LIGER_PATCHES.update(rms_norm=False, swiglu=False)
     tokenizer = byte_tokenizer()
     chats = [("Two plus two?", "Four."), ("Capital of France?", "Paris."), ("Largest planet?", "Jupiter.")]
     examples = [Example(kind="chat", messages=[Message("user", q), Message("assistant", a)]) for q, a in chats]
@@ -37,7 +35,7 @@ def main() -> None:
 
     def run(liger: bool):
         model.zero_grad()
-        with liger_kernels(model, liger):
+        with liger_kernels(model, liger, {**LIGER_PATCHES, "rms_norm": False, "swiglu": False}):
             head_loss = {"head_loss": liger_linear_cross_entropy} if liger else {}
             loss, sums = causal_lm_loss(model, batch, **head_loss)
             loss.backward()

@@ -38,7 +38,7 @@ def test_auto_keeps_the_plain_path_on_the_cpu():
     assert resolve_kernels("auto", CPU) == "none"
     assert resolve_kernels("none", CUDA) == "none"
     assert resolve_packed_attention("auto", CPU) == "mask"
-    assert resolve_packed_attention("flex", CPU) == "flex"
+    assert resolve_packed_attention("flex", CUDA) == "flex"
 
 
 def test_auto_picks_liger_and_varlen_attention_on_cuda_when_installed(monkeypatch):
@@ -59,6 +59,8 @@ def test_liger_without_cuda_or_without_the_package_is_a_clear_error(monkeypatch)
         resolve_kernels("liger", CUDA)
     with pytest.raises(ValueError, match="training.packed_attention: flash needs the flash-attn package"):
         resolve_packed_attention("flash", CUDA)
+    with pytest.raises(ValueError, match="flex trains on CUDA only"):
+        resolve_packed_attention("flex", CPU)
 
 
 def test_an_sft_run_asking_for_liger_on_the_cpu_fails_before_training(tokenizer):
