@@ -1,6 +1,6 @@
 """Baseline scoring speed on SmolLM2-135M: generated answers vs label-constrained scores, zero- and 4-shot.
 
-    python bench/constrained_speed.py [--prompts 64] [--threads 1]
+    python bench/constrained_speed.py [--prompts 64] [--threads 1] [--ways constrained]
 
 The demo's prompts (TweetEval emotion test tweets, chat template, eval.max_new_tokens 4, batch 32):
 each of the four ways is timed on the same prompts, one after another, so a shared machine slows
@@ -23,6 +23,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: PyTorch's)")
+    parser.add_argument("--ways", nargs="+", default=["generated", "constrained"],
+                        help="time only the ways whose name starts with one of these")
     args = parser.parse_args()
 
     import torch
@@ -51,6 +53,8 @@ def main() -> None:
     }
     records = []
     for name, run in ways.items():
+        if not any(name.startswith(w) for w in args.ways):
+            continue
         started = time.perf_counter()
         scores = run()
         seconds = time.perf_counter() - started

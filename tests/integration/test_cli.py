@@ -206,11 +206,14 @@ def test_train_writes_a_complete_run_folder(trained):
     assert manifest["counts"]["final"] == {"train": 200, "validation": 8, "test": 8}
 
     evaluation = json.loads((run / "eval.json").read_text())
-    systems = ["base zero-shot", "base 4-shot", "fine-tuned"]
+    systems = ["base zero-shot", "base 4-shot", "base zero-shot, constrained", "base 4-shot, constrained",
+               "base searched, constrained", "fine-tuned, constrained", "fine-tuned"]
     assert list(evaluation["systems"]) == systems and evaluation["task"] == "classification"
     html = (run / "report.html").read_text()
     assert all(name in html for name in systems) and html.count("data:image/png;base64,") >= 2
-    assert set(evaluation["significance"]) == {f"fine-tuned vs {b}, {m}" for b in systems[:2]
+    assert "Generated vs constrained answers" in html and "Prompt search" in html
+    assert [r["system"] for r in evaluation["side_by_side"]] == ["base zero-shot", "base 4-shot", "fine-tuned"]
+    assert set(evaluation["significance"]) == {f"fine-tuned vs {b}, {m}" for b in systems[:-1]
                                                for m in ("accuracy", "macro-F1")}
     assert evaluation["forgetting"]["text"] == "pydoc_data.topics" and evaluation["forgetting"]["tokens"] > 0
     assert all(f"| {name} |" in evaluation["table"] for name in systems)

@@ -9,8 +9,8 @@ Instead of generating an answer and parsing a label out of it (which fails when 
 "The tweet expresses a"), every label's continuation is scored after the prompt and the most likely
 label is the answer: the answer is always a label. The token prefix shared by all prompts (system
 prompt, k-shot examples) runs once; each batch then runs its prompts' own tokens once with the KV
-cache, and all labels of every prompt in one forward pass over the cached prompts (the prompt is
-shared, never recomputed per label). A label's continuation is its text plus the end-of-turn token, exactly
+cache, and all labels of every prompt in one more pass over the cached prompts, one row per prompt
+with a mask that keeps the labels apart (the prompt is shared, never recomputed or copied per label). A label's continuation is its text plus the end-of-turn token, exactly
 the tokens the fine-tuned model is trained on, so a label that is a prefix of another ("joy" and
 "joyful") is told apart.
 
@@ -97,7 +97,7 @@ def label_logprobs(model, tokenizer, prompts: list[str], continuations: list[lis
     shared = shared_prefix_length(encoded)
     prefix = None
     if shared:
-        out = model(input_ids=torch.tensor([encoded[0][:shared]], device=device), use_cache=True)
+        out = model(input_ids=torch.tensor([encoded[0][:shared]], device=device), use_cache=True, logits_to_keep=1)
         prefix = _cache_of(out)
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))  # similar lengths, little padding
     bar = tqdm(total=len(prompts), desc=desc, unit="ex", disable=desc is None, dynamic_ncols=True)
@@ -135,7 +135,7 @@ def _cache_kwarg(model) -> str:
 def _batch_logprobs(model, suffixes: list[list[int]], prefix, shared: int, cont: torch.Tensor,
                     cont_mask: torch.Tensor, pad_id: int) -> np.ndarray:
     """[len(suffixes), k] log-probabilities: the prompts once (after the cached shared prefix), then every
-    label after each prompt in one pass over the repeated cache."""
+    label after each prompt in one more pass over their cache (_label_rest)."""
     device = cont.device
     k, width = cont.shape
     b = len(suffixes)
@@ -149,23 +149,46 @@ def _batch_logprobs(model, suffixes: list[list[int]], prefix, shared: int, cont:
         cache = copy.deepcopy(prefix)
         cache.batch_repeat_interleave(b)
         mask = torch.cat([torch.ones((b, shared), dtype=mask.dtype, device=device), mask], dim=1)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{name: cache})
+    # Only the last position's logits are needed: the output head over every prompt token would cost a
+    # fifth of the pass (49k-word vocabulary against a 576-wide model).
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+                **{name: cache})
     first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # the label's first token follows the prompt
     logp = first[:, cont[:, 0]]  # [b, k]
     if width > 1:
-        cache = _cache_of(out)
-        cache.batch_repeat_interleave(k)  # row r*k + j: prompt r followed by label j
-        label_ids = cont.repeat(b, 1)
-        label_mask = cont_mask.repeat(b, 1)
-        full_mask = torch.cat([mask.repeat_interleave(k, 0), label_mask], dim=1)
-        label_pos = positions[:, -1:].repeat_interleave(k, 0) + 1 + torch.arange(width, device=device)
-        logits = model(input_ids=label_ids, attention_mask=full_mask, position_ids=label_pos, use_cache=True,
-                       **{name: cache}).logits[:, :-1].float()
-        targets = label_ids[:, 1:]
-        rest = torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None])[..., 0]
-        rest = (rest * label_mask[:, 1:]).sum(-1).view(b, k)  # padding after short labels adds nothing
-        logp = logp + rest
+        logp = logp + _label_rest(model, _cache_of(out), mask, positions[:, -1], cont, cont_mask, name)
     return logp.double().cpu().numpy()
+
+
+def _label_rest(model, cache, mask: torch.Tensor, last_pos: torch.Tensor, cont: torch.Tensor,
+                cont_mask: torch.Tensor, name: str) -> torch.Tensor:
+    """[b, k] log-probabilities of every label's tokens after the first, all labels in one row per prompt.
+
+    Each prompt's row continues with label 0's tokens, then label 1's, ...; a mask lets every label token
+    see the prompt and its own label's earlier tokens only, and positions restart after the prompt for
+    each label, so each label is scored as if it were alone. Repeating the prompt's cache once per label
+    instead (k rows per prompt) made this pass cost as much as the prompt itself with a k-shot prefix.
+    A label's last token is only predicted, never fed: tokens 0..width-2 go in.
+    """
+    device = cont.device
+    b = mask.shape[0]
+    k, width = cont.shape
+    fed = width - 1
+    ids = cont[:, :-1].reshape(1, k * fed).expand(b, -1)
+    offsets = torch.arange(fed, device=device).repeat(k)  # token t of each label
+    positions = last_pos[:, None] + 1 + offsets[None, :]
+    label_of = torch.arange(k, device=device).repeat_interleave(fed)
+    own = (label_of[:, None] == label_of[None, :]) & (offsets[None, :] <= offsets[:, None])  # [k*fed, k*fed]
+    allowed = torch.cat([mask.bool()[:, None, :].expand(b, k * fed, -1), own[None].expand(b, -1, -1)], dim=2)
+    # An additive float mask works with every attention kernel (sdpa, eager); a bool one only with some.
+    dtype = next(model.parameters()).dtype
+    additive = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+    logits = model(input_ids=ids, attention_mask=additive[:, None], position_ids=positions, use_cache=True,
+                   **{name: cache}).logits.float()
+    targets = cont[:, 1:].reshape(1, k * fed, 1).expand(b, -1, -1)
+    rest = torch.log_softmax(logits, dim=-1).gather(-1, targets)[..., 0]
+    weights = cont_mask[:, 1:].reshape(1, k * fed).to(rest.dtype)  # padding after short labels adds nothing
+    return (rest * weights).view(b, k, fed).sum(-1)
 
 
 def _normalised(logp: np.ndarray) -> np.ndarray:

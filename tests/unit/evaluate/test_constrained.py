@@ -121,7 +121,10 @@ def test_constrained_baselines_report_zero_shot_k_shot_and_searched_on_test(mode
     assert constrained_baselines(model, tok, SimpleNamespace(label_names=None, examples={"test": []}), "test", run) == {}
 
 
-def test_a_shared_prefix_is_computed_once_and_changes_nothing(model, tok):
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_a_shared_prefix_is_computed_once_and_changes_nothing(tok, attention):
+    model = tiny_causal_lm({"attn_implementation": attention}, vocab_size=len(tok), seed=3)
+    assert model.config._attn_implementation == attention
     shots = "<|im_start|>user\nshot one<|im_end|>\n<|im_start|>assistant\njoy<|im_end|>\n"
     prompts = [shots + f"<|im_start|>user\n{t}<|im_end|>\n<|im_start|>assistant\n" for t in ("a", "bb bb", "c c c c")]
     conts = label_continuations(tok, cfg(), LABELS)
