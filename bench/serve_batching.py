@@ -1,6 +1,6 @@
 """`lmtune serve` on SmolLM2-135M: 16 streamed chats at once vs one after another, and 4 adapters vs 1 in memory.
 
-    python bench/serve_batching.py [--chats 16] [--max-tokens 48]
+    python bench/serve_batching.py [--chats 16] [--max-tokens 48] [--skip-memory] [--skip-throughput]
 
 Throughput: a real server (uvicorn in this process, no training workers) gets the same 16 demo-style
 chats (TweetEval emotion tweets, the demo's instruction) as streamed /v1/chat/completions requests,
@@ -172,6 +172,7 @@ def main() -> None:
     parser.add_argument("--chats", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--adapters", type=int, default=4)
     parser.add_argument("--pool-memory", help=argparse.SUPPRESS)  # the fresh process of memory()
     args = parser.parse_args()
@@ -188,10 +189,11 @@ def main() -> None:
         print(f"memory, 1 vs {mem['adapters']} adapters: parameters {mem['one']['param_bytes'] / 2**20:.1f} -> "
               f"{mem['many']['param_bytes'] / 2**20:.1f} MiB ({mem['param_ratio']:.3f}x); process RSS growth "
               f"{mem['one']['rss_bytes'] / 2**20:.1f} -> {mem['many']['rss_bytes'] / 2**20:.1f} MiB ({mem['rss_ratio']:.3f}x)")
-    result["throughput"] = tp = throughput(_chats(args.chats), args.max_tokens)
-    print(f"{tp['chats']} streamed chats, {tp['completion_tokens']} tokens: one after another "
-          f"{tp['sequential_tokens_per_s']:.1f} tokens/s, at once {tp['concurrent_tokens_per_s']:.1f} tokens/s "
-          f"({tp['speedup']:.2f}x); same texts: {tp['same_texts']}")
+    if not args.skip_throughput:
+        result["throughput"] = tp = throughput(_chats(args.chats), args.max_tokens)
+        print(f"{tp['chats']} streamed chats, {tp['completion_tokens']} tokens: one after another "
+              f"{tp['sequential_tokens_per_s']:.1f} tokens/s, at once {tp['concurrent_tokens_per_s']:.1f} tokens/s "
+              f"({tp['speedup']:.2f}x); same texts: {tp['same_texts']}")
     out = ROOT / "bench" / "results" / "serve_batching.jsonl"
     with open(out, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(result) + "\n")
