@@ -40,13 +40,17 @@ def _max_logit_gap(a, b, tokenizer) -> float:
     return gap
 
 
-@pytest.mark.parametrize("tied", [False, True])
-def test_f16_gguf_reads_back_with_the_logits_tokenizer_and_template(tmp_path, tied):
-    model, tokenizer = load_model(ModelConfig(name="tiny-llama", from_config={"tie_word_embeddings": tied}))
+QWEN2 = {"model_type": "qwen2", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+         "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512}
+
+
+@pytest.mark.parametrize("arch,tied", [({}, False), ({}, True), (QWEN2, False)])
+def test_f16_gguf_reads_back_with_the_logits_tokenizer_and_template(tmp_path, arch, tied):
+    model, tokenizer = load_model(ModelConfig(name="tiny-llama", from_config={**arch, "tie_word_embeddings": tied}))
     path = write_gguf(model, tokenizer, tmp_path / "tiny.gguf", "f16", chat_template=tokenizer.chat_template)
     again, tok = _read_back(path)
     assert _max_logit_gap(model.eval(), again, tokenizer) < 1e-2
-    assert again.config.tie_word_embeddings is tied
+    assert type(again) is type(model) and again.config.tie_word_embeddings is tied
     assert tok.chat_template == tokenizer.chat_template  # byte for byte
     assert (tok.eos_token, tok.bos_token, tok.pad_token) == ("<|im_end|>", "<|im_start|>", "<pad>")
     for chat in PROMPTS:
