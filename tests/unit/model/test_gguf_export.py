@@ -86,7 +86,7 @@ def test_unsupported_models_and_quants_are_refused(tmp_path):
 
 
 def _render_go(template: str, chat: list[dict]) -> str:
-    """What Ollama renders for our TEMPLATE shape: head, the turn for every message, the generation header."""
+    """What Ollama renders for our TEMPLATE shape: the turn for every message, then the generation header."""
     head, rest = template.split("{{- range .Messages }}")
     turn, generation = rest.split("{{ end }}")
     body = "".join(turn.replace("{{ .Role }}", m["role"]).replace("{{ .Content }}", m["content"]) for m in chat)
