@@ -52,8 +52,11 @@ def write_gguf(model: Any, tokenizer: Any, out: str | Path, quant: str = "f16", 
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
-    finally:
         writer.close()
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(out)  # a reader never sees a half-written file
     return out
 

@@ -5,7 +5,7 @@ Usage:
     Path("Modelfile").write_text(text)        # then: ollama create demo -f Modelfile
 
 Ollama templates are Go templates, so a Jinja chat template is translated per family (recognised by
-its turn markers): chatml (SmolLM, Qwen, lmtune's own `chatml`) and Llama 3. A template's built-in
+its turn markers): chatml (SmolLM, Qwen, lmtune's own `chatml`). A template's built-in
 default system prompt (SmolLM2 writes one when the chat has none) becomes the Modelfile's SYSTEM, so
 Ollama renders the same prompt text.
 """
@@ -26,15 +26,12 @@ class Family:
     turn: str
     generation: str
     stops: tuple[str, ...]
-    head: str = ""
 
 
+# One family so far: each is tested by rendering its Go template against real Jinja templates.
 FAMILIES = (
     Family("chatml", "<|im_start|>", "<|im_start|>{role}\n{content}<|im_end|>\n", "<|im_start|>assistant\n",
            ("<|im_end|>", "<|im_start|>")),
-    Family("llama3", "<|start_header_id|>", "<|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|>",
-           "<|start_header_id|>assistant<|end_header_id|>\n\n", ("<|eot_id|>", "<|start_header_id|>"),
-           head="<|begin_of_text|>"),
 )
 
 
@@ -51,7 +48,7 @@ def template_family(chat_template: str) -> Family:
 def go_template(family: Family) -> str:
     """The Ollama TEMPLATE: every message as a turn of the family, then the assistant header."""
     turn = family.turn.replace("{role}", "{{ .Role }}").replace("{content}", "{{ .Content }}")
-    return f"{family.head}{{{{- range .Messages }}}}{turn}{{{{ end }}}}{family.generation}"
+    return f"{{{{- range .Messages }}}}{turn}{{{{ end }}}}{family.generation}"
 
 
 def default_system(chat_template: str, tokenizer) -> str | None:
@@ -61,7 +58,7 @@ def default_system(chat_template: str, tokenizer) -> str | None:
     text = tokenizer.apply_chat_template(user, chat_template=chat_template, tokenize=False)
     before = text[: text.index(family.turn.format(role="user", content="\x00"))]
     start, end = family.turn.split("{content}")
-    start = family.head + start.format(role="system")
+    start = start.format(role="system")
     if before.startswith(start) and before.endswith(end):
         return before[len(start): len(before) - len(end)]
     return None
