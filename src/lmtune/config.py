@@ -9,6 +9,8 @@ Reading YAML files, `--set` overrides and the printed schema live in lmtune.conf
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -34,7 +36,8 @@ class ModelConfig(Section):
     trust_remote_code: bool = False
     """Allow a hub model to run its own Python code; off unless you trust the repository."""
     cache_dir: str = "~/.cache/lmtune"
-    """Where converted built-in models (GGUF -> safetensors) and prepared data are cached."""
+    """Where converted built-in models (GGUF -> safetensors) are cached, and prepared data and baseline
+    scores unless `data.cache_dir` is set."""
     load_in_4bit: bool = False
     """QLoRA: load the base weights in 4-bit NF4 with bitsandbytes (CUDA only)."""
 
@@ -96,6 +99,9 @@ class DataConfig(Section):
     words also match when one word apart); 0.6 is about 15 % of the words differing."""
     leakage: Literal["error", "warn", "drop"] = "error"
     """What to do when a validation/test example (near-)duplicates a training example."""
+    cache_dir: str | None = None
+    """Where prepared data and baseline scores are cached (they hold copies of the examples); unset:
+    `model.cache_dir`. The service gives each project its own, inside its data folder."""
 
 
 class DpoConfig(Section):
@@ -353,6 +359,10 @@ class RunConfig(Section):
     """Evaluation after training."""
     output: OutputConfig = Field(default_factory=OutputConfig)
     """Where the run is written."""
+
+    def data_cache(self) -> Path:
+        """The folder of prepared data and baseline scores: `data.cache_dir`, else `model.cache_dir`."""
+        return Path(self.data.cache_dir or self.model.cache_dir).expanduser()
 
     @model_validator(mode="after")
     def _check(self) -> "RunConfig":

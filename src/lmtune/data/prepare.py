@@ -5,7 +5,7 @@ Usage:
     prepared.encoded["train"]                        # [Encoded, ...] ((chosen, rejected) for preference)
     print(manifest_summary(prepared.manifest))       # counts, tokens, fingerprints, leakage
 
-The result is cached under `<model.cache_dir>/data/<key>/` (the files: lmtune.data.cache). The key
+The result is cached under `<data.cache_dir or model.cache_dir>/data/<key>/` (the files: lmtune.data.cache). The key
 covers the bytes of every source file, the data config, the tokenizer's state and DATA_CODE_VERSION,
 so editing any of them means a fresh preparation, and an unchanged setup loads from disk
 (`from_cache=True`, or `load_prepared(cache_dir)` directly).
@@ -96,7 +96,8 @@ def cache_key(
 ) -> str:
     """sha256 of what determines a preparation: source bytes, data config, labels, tokenizer, encoding, code version."""
     hashes = {role: [f["sha256"] for f in files] for role, files in sources.items()}
-    payload = [hashes, data.model_dump(mode="json"), label_names, tok["sha256"], DATA_CODE_VERSION]
+    payload = [hashes, data.model_dump(mode="json", exclude={"cache_dir"}),  # where it is kept changes nothing
+               label_names, tok["sha256"], DATA_CODE_VERSION]
     if encoding != "causal_lm":  # keeps the keys of existing causal-LM caches unchanged
         payload.append(encoding)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
@@ -112,7 +113,7 @@ def prepare_data(cfg: RunConfig, tokenizer, refresh: bool = False) -> PreparedDa
     tok = tokenizer_id(tokenizer)
     encoding = encoding_of(cfg.method.task)
     key = cache_key(sources, data, label_names, tok, encoding)
-    cache_dir = Path(cfg.model.cache_dir).expanduser() / "data" / key
+    cache_dir = cfg.data_cache() / "data" / key
     if not refresh and (cache_dir / "manifest.json").is_file():
         return load_prepared(cache_dir)
     examples, issues, report = _select(data, label_names)

@@ -8,7 +8,7 @@ The prompt-only baselines are always a causal LM: the run's own base model, or f
 head on an encoder the `eval.baseline_model` (default SmolLM2). It answers by generation and, on
 labelled data, by label-constrained scoring (prompt_search.py), as eval.baselines asks. They depend
 only on that model, the evaluated, validation and training examples and the prompt settings, so they
-are cached under `<model.cache_dir>/baselines/` and a second run on the same data does not score
+are cached under `<data.cache_dir or model.cache_dir>/baselines/` and a second run on the same data does not score
 them again. A causal LM fine-tuned on labelled data is scored both ways too, side by side.
 """
 
@@ -164,7 +164,7 @@ def baseline_cache_file(cfg: RunConfig, data, split: str) -> Path | None:
                if cfg.eval.shot_selection == "similar" else None,
                fingerprint(select_shots(data.examples.get("train") or [], cfg.eval.few_shot, cfg.eval.seed))]
     key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()
-    return Path(cfg.model.cache_dir).expanduser() / "baselines" / f"{key}.json"
+    return cfg.data_cache() / "baselines" / f"{key}.json"
 
 
 def prompt_baselines(cfg: RunConfig, data, split: str, objective, accelerator, model=None, tokenizer=None,

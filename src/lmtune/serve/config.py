@@ -117,7 +117,7 @@ class ServeConfig(BaseModel):
         return self.root / "jobs"
 
     def project_cache(self, project: str) -> Path:
-        """model.cache_dir of the project's jobs: its prepared data and baselines, inside the data folder."""
+        """data.cache_dir of the project's jobs: its prepared data and baselines, inside the data folder."""
         return self.root / "cache" / project
 
     def with_thread_split(self) -> ServeConfig:

@@ -53,10 +53,12 @@ def build_run_config(job: dict[str, Any], cfg: ServeConfig, train_path: str, val
     hp = job["method"][method_type]["hyperparameters"]
     dpo = method_type == "dpo"
     tree: dict[str, Any] = {
-        # Prepared data and baselines (copies of the examples) stay in the project's own cache,
-        # inside the data folder, where deleting the file can find them (lmtune.serve.purge).
-        "model": {"name": job["model"], "cache_dir": str(cfg.project_cache(job["project"]))},
+        # Converted base models are shared (~/.cache/lmtune by default: no user data). Prepared data and
+        # baselines (copies of the examples) stay in the project's own cache, inside the data folder,
+        # where deleting the file can find them (lmtune.serve.purge).
+        "model": {"name": job["model"]},
         "data": {
+            "cache_dir": str(cfg.project_cache(job["project"])),
             "train_file": train_path,
             "validation_file": valid_path,
             "format": "preference" if dpo else "auto",

@@ -161,6 +161,17 @@ def test_fingerprint_is_stable_across_cache_dirs(tmp_path, tok):
     assert a.manifest["cache_key"] == b.manifest["cache_key"]
 
 
+def test_data_cache_dir_keeps_prepared_data_apart_from_the_model_cache(tmp_path, tok):
+    """The service points data.cache_dir at a project's folder; the model cache stays shared."""
+    train = write_jsonl(tmp_path / "train.jsonl", chat_rows(30))
+    shared = make_cfg(tmp_path / "shared", train_file=str(train))
+    own = shared.model_copy(update={"data": shared.data.model_copy(update={"cache_dir": str(tmp_path / "project")})})
+    assert own.data_cache() == tmp_path / "project" and shared.data_cache() == Path(shared.model.cache_dir)
+    a, b = prepare_data(shared, tok), prepare_data(own, tok)
+    assert b.cache_dir.parent.parent == tmp_path / "project" and not b.from_cache
+    assert a.manifest["cache_key"] == b.manifest["cache_key"]  # where it is kept is not part of the key
+
+
 def test_labelled_stratified_split_and_subsample(tmp_path, tok):
     # 20 "neg" and 60 "pos": a 20-example sample must keep the 1:3 ratio.
     rows = [{"text": f"tweet {i} {phrase(i)}", "label": "pos" if i % 4 else "neg"} for i in range(80)]
