@@ -73,13 +73,23 @@ def _metadata(text: str) -> dict[str, str] | None:
     return {k.strip(): v.strip() for k, _, v in pairs} or None
 
 
+def _number(text: str) -> int | float | str:
+    """A form field's number as JSON would carry it (the API takes numbers, not numeric strings);
+    anything else stays text, for the API's range check to name."""
+    text = text.strip()
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def _create_body(form: dict[str, str]) -> CreateJob:
     """The API's CreateJob from the form's fields (blank hyperparameters mean "auto")."""
     method = form.get("method") or "supervised"
-    hp: dict[str, Any] = {k: form[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")
-                          if form.get(k, "").strip()}
-    if method == "dpo" and form.get("beta", "").strip():
-        hp["beta"] = form["beta"]
+    names = ("n_epochs", "batch_size", "learning_rate_multiplier") + (("beta",) if method == "dpo" else ())
+    hp: dict[str, Any] = {k: _number(form[k]) for k in names if form.get(k, "").strip()}
     body: dict[str, Any] = {"model": form.get("model", ""), "training_file": form.get("training_file", ""),
                             "validation_file": form.get("validation_file") or None,
                             "suffix": form.get("suffix") or None, "seed": form.get("seed") or None,
