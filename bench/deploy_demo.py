@@ -79,6 +79,23 @@ def served(run: Path, models: dict[str, list[list[dict]]], max_tokens: int, base
     return out
 
 
+def base_answers(cfg, predictions: list[dict]) -> list[str]:
+    """The base model's greedy answers as `lmtune eval` generates them: from the run when it generated
+    its zero-shot baseline, else generated here through the same function on the same prompts."""
+    if all("base zero-shot" in p["outputs"] for p in predictions):
+        return [p["outputs"]["base zero-shot"] for p in predictions]
+    from lmtune.evaluate.generate import generate
+    from lmtune.model.load import load_model
+
+    model, tokenizer = load_model(cfg.model)
+    started = time.perf_counter()
+    answers = generate(model, tokenizer, [p["prompt"] for p in predictions], cfg.eval.max_new_tokens,
+                       batch_size=cfg.eval.batch_size, desc="base model, as lmtune eval generates")
+    print(f"base answers generated in {time.perf_counter() - started:.0f} s (the run scored its baselines "
+          "constrained only)", flush=True)
+    return [a.text for a in answers]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run")
@@ -94,7 +111,7 @@ def main() -> None:
     predictions = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
     chats = [_messages(p["prompt"]) for p in predictions]
     tuned = [p["outputs"]["fine-tuned"] for p in predictions]
-    base = [p["outputs"]["base zero-shot"] for p in predictions]
+    base = base_answers(cfg, predictions)
     result: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "run": run.name, "test_prompts": len(predictions)}
     with TemporaryDirectory() as tmp:
         tmp = Path(tmp)
