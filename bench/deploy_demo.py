@@ -51,6 +51,25 @@ def logit_gap(merged: Path, gguf: Path, prompts: list[str]) -> float:
     return gap
 
 
+def rounding_gap(merged: Path, prompts: list[str]) -> float:
+    """Max |logit| difference between the merged model and itself with every weight rounded to f16:
+    what f16 storage alone costs, whatever the file format."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    a = AutoModelForCausalLM.from_pretrained(str(merged), dtype=torch.float32).eval()
+    b = AutoModelForCausalLM.from_pretrained(str(merged), dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(str(merged))
+    gap = 0.0
+    with torch.no_grad():
+        for p in b.parameters():
+            p.copy_(p.half().float())
+        for prompt in prompts:
+            ids = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"]])
+            gap = max(gap, (a(ids).logits - b(ids).logits).abs().max().item())
+    return gap
+
+
 def served(run: Path, models: dict[str, list[list[dict]]], max_tokens: int, base_models: list[str],
            data_dir: Path) -> dict[str, list[dict]]:
     """Greedy choices from /v1/chat/completions for every (model, chat), requests sent 32 at a time."""
@@ -123,6 +142,9 @@ def main() -> None:
         result["gguf_mib"] = {"f16": f16.stat().st_size / 2**20, "q8_0": q8.stat().st_size / 2**20}
         result["f16_max_abs_logit_diff"] = logit_gap(merged, f16, [p["prompt"] for p in predictions[:16]])
         print(f"f16 GGUF vs merged, 16 prompts: max |logit diff| {result['f16_max_abs_logit_diff']:.2e}", flush=True)
+        result["f16_rounding_max_abs_logit_diff"] = rounding_gap(merged, [p["prompt"] for p in predictions[:16]])
+        print(f"merged vs its own weights rounded to f16: max |logit diff| "
+              f"{result['f16_rounding_max_abs_logit_diff']:.2e}", flush=True)
         n, n8 = args.limit, args.q8_limit
         answers = served(run, {cfg.model.name: chats[:n], FT: chats[:n], str(merged): chats[:n], str(f16): chats[:n],
                                str(q8): chats[:n8]}, cfg.eval.max_new_tokens,
