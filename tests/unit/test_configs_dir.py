@@ -35,7 +35,7 @@ def test_data_files_exist_relative_to_the_project_root(path):
     # Paths in configs are relative to where `lmtune` runs: the project root.
     if any(f.startswith("../shared/") for f in named) and not SHARED.is_dir():
         pytest.skip(f"shared data not found at {SHARED}")
-    # runs/data/ holds subsets a script writes first (the config's header names it, e.g. bench/gsm8k_easy.py).
+    # runs/data/ holds subsets a script writes first (the config's header names it, e.g. scripts/gsm8k_easy.py).
     named = [f for f in named if not f.startswith("runs/")]
     missing = [f for f in named if not (ROOT / Path(f).expanduser()).is_file()]
     assert missing == [], f"{path.name} names data files that do not exist: {missing}"

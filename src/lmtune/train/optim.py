@@ -36,7 +36,7 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainingConfig) -> torch.optim.
 
 def _can_fuse(groups: list[dict]) -> bool:
     # torch's fused AdamW runs on CPU and CUDA: one kernel over all tensors instead of foreach's chain of
-    # ops (the speed benchmark's 420 LoRA tensors: 5-8 ms a step on CPU against 27-49 ms; bench/optimizer_step.py).
+    # ops (the speed benchmark's 420 LoRA tensors: 5-8 ms a step on CPU against 27-49 ms; dev/probes/optimizer_step.py).
     params = [p for g in groups for p in g["params"]]
     return len({p.device for p in params}) == 1 and params[0].device.type in ("cpu", "cuda") and all(
         p.dtype in (torch.float64, torch.float32, torch.bfloat16, torch.float16) for p in params)

@@ -1,7 +1,7 @@
 """Did a GRPO run's reward rise? First vs last steps of metrics.jsonl, with a one-sided permutation test.
 
-    python bench/grpo_trend.py runs/preference/gsm8k-grpo-smollm2-<timestamp>
-    python bench/grpo_trend.py RUN --window 10 --keys train_reward train_reward_gsm8k_numeric
+    python dev/probes/grpo_trend.py runs/preference/gsm8k-grpo-smollm2-<timestamp>
+    python dev/probes/grpo_trend.py RUN --window 10 --keys train_reward train_reward_gsm8k_numeric
 
 For each logged per-step value: the mean of the first and of the last `window` steps, the p-value of
 "the last steps are higher" under random relabelling of those steps (100,000 permutations, seed 0),

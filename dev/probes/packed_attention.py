@@ -1,7 +1,7 @@
 """Attention over packed rows on this machine: one block-diagonal masked call vs one causal call per example.
 
-    python bench/packed_attention.py                       # SmolLM2-135M's heads, two GSM8K-like rows, bf16
-    python bench/packed_attention.py --rows 100,100,100,100,100 --dtype float32
+    python dev/probes/packed_attention.py                       # SmolLM2-135M's heads, two GSM8K-like rows, bf16
+    python dev/probes/packed_attention.py --rows 100,100,100,100,100 --dtype float32
 
 transformers gives a packed row (position ids restarting at 0) a block-diagonal causal mask and calls
 SDPA once. A varlen-style alternative calls SDPA with `is_causal=True` on each example's slice, which

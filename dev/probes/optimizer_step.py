@@ -1,6 +1,6 @@
 """One AdamW step over the speed benchmark's LoRA tensors on this CPU: fused kernel vs foreach vs for-loop.
 
-    python bench/optimizer_step.py      # a few seconds
+    python dev/probes/optimizer_step.py      # a few seconds
 
 SmolLM2-135M with LoRA r16 on all linear layers has 30 layers x 7 adapted projections, each with an
 A (16 x in) and a B (out x 16) matrix: 420 tensors, 4.9 M parameters, all with gradients. Prints the

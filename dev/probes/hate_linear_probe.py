@@ -1,6 +1,6 @@
 """TweetEval hate: logistic-regression and RBF-SVM probes on the frozen MiniLM-L6 encoder's embeddings.
 
-    python bench/hate_linear_probe.py          # about 3 minutes on the idle 2-core machine (embeds 13k tweets)
+    python dev/probes/hate_linear_probe.py          # about 3 minutes on the idle 2-core machine (embeds 13k tweets)
 
 Asks whether a different pooling of the frozen sentence encoder ([CLS] vs the mean of the token
 states it was trained for, raw or L2-normalised, three regularisation strengths) would close the
@@ -23,7 +23,7 @@ from sklearn.metrics import f1_score
 from sklearn.svm import SVC
 from transformers import AutoModel, AutoTokenizer
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tweeteval" / "hate"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "tweeteval" / "hate"
 
 
 def lines(name: str) -> list[str]:

@@ -1,7 +1,7 @@
 """TweetEval: an RBF-kernel SVM on the frozen MiniLM-L6 encoder's sentence embeddings, every task.
 
-    python bench/tweeteval_kernel_probe.py                      # all four tasks, about 9 minutes on 2 cores
-    python bench/tweeteval_kernel_probe.py --tasks hate irony
+    python dev/probes/tweeteval_kernel_probe.py                      # all four tasks, about 9 minutes on 2 cores
+    python dev/probes/tweeteval_kernel_probe.py --tasks hate irony
 
 HatEval's best English system kept a sentence encoder frozen and fitted an RBF SVM on its
 embeddings; on hate that recipe with MiniLM generalises to the shifted test set better than any
@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from hate_linear_probe import embed, normalize  # bench/ is on sys.path when this file runs as a script
+from hate_linear_probe import embed, normalize  # dev/probes/ is on sys.path when this file runs as a script
 from sklearn.metrics import f1_score
 from sklearn.svm import SVC
 from transformers import AutoModel, AutoTokenizer
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tweeteval"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "tweeteval"
 TASKS = ("emotion", "irony", "hate", "offensive")
 
 

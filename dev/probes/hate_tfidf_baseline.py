@@ -1,6 +1,6 @@
 """TweetEval hate: does a bag-of-n-grams model escape HatEval's test-set shift? (No.)
 
-    python bench/hate_tfidf_baseline.py        # about 11 s on 2 cores
+    python dev/probes/hate_tfidf_baseline.py        # about 11 s on 2 cores
 
 A scikit-learn logistic regression on TF-IDF word 1-2-grams and on character 2-5-grams, three
 regularisation strengths each, trained on the 9,000 training tweets. Prints validation and test
@@ -18,7 +18,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tweeteval" / "hate"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "tweeteval" / "hate"
 
 
 def split(name: str) -> tuple[list[str], np.ndarray]:

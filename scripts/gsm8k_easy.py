@@ -2,8 +2,8 @@
 calculation step (one `<<a op b=c>>` annotation), the easiest level of GSM8K. SmolLM2-135M-Instruct
 still solves only about 1 % of it (docs/results.md), too few for a group of samples to disagree.
 
-    python bench/gsm8k_easy.py                       # -> runs/data/gsm8k-easy/{train,test}.jsonl
-    python bench/gsm8k_easy.py --max-steps 2 --out DIR
+    python scripts/gsm8k_easy.py                       # -> runs/data/gsm8k-easy/{train,test}.jsonl
+    python scripts/gsm8k_easy.py --max-steps 2 --out DIR
 
 The selection is deterministic (file order, no sampling); the rows are copied unchanged.
 """

@@ -1,7 +1,7 @@
 """TweetEval hate: is the test-set failure one of ranking or of the decision threshold, and how much
 do choices that validation cannot tell apart move the test score?
 
-    python bench/hate_shift.py          # about 4 minutes on the 2-core machine (embeds 13k tweets once)
+    python dev/probes/hate_shift.py          # about 4 minutes on the 2-core machine (embeds 13k tweets once)
 
 Every model tried on hate (fine-tuned MiniLM and SmolLM2, frozen-encoder heads and probes, TF-IDF)
 scores 68-77 macro-F1 on validation and 40-53 on test, calling far more test tweets hateful than
@@ -28,7 +28,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 from sklearn.svm import SVC
 from transformers import AutoModel, AutoTokenizer
 
-from hate_linear_probe import embed, lines, normalize  # bench/ is on sys.path when this file runs as a script
+from hate_linear_probe import embed, lines, normalize  # dev/probes/ is on sys.path when this file runs as a script
 
 SPLITS = ("train", "val", "test")
 
