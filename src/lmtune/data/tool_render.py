@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
 from typing import Any
 
 from lmtune.data.records import Message, ToolCall
@@ -43,9 +42,9 @@ _PROBE = [
 ]
 
 
-@lru_cache(maxsize=16)
 def native_tools(tokenizer: Any) -> bool:
-    """True when the tokenizer's chat template shows tool definitions, calls and results (probed once)."""
+    """True when the tokenizer's chat template shows tool definitions, calls and results (one probe
+    render, cheap next to the prefix renders that mark the answers)."""
     if not getattr(tokenizer, "chat_template", None):
         return False
     try:

@@ -72,6 +72,8 @@ def delete_model(request: Request, project: Project, model_id: str) -> dict[str,
         raise not_found("model", model_id, "model")
     request.app.state.store.execute("UPDATE models SET deleted=1 WHERE id=?", (model_id,))
     request.app.state.pool.evict(model_id)
+    for ckpt in request.app.state.store.all("SELECT model_name FROM checkpoints WHERE job_id=?", (row["job_id"],)):
+        request.app.state.pool.evict(ckpt["model_name"])  # its checkpoints' files go with the run folder
     purge_model(request.app.state.cfg, row)
     return {"id": model_id, "object": "model", "deleted": True}
 
