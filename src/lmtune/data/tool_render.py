@@ -118,16 +118,20 @@ def parse_tool_calls(text: str) -> tuple[str, list[ToolCall]]:
             calls.append(call)
             kept = kept.replace(match.group(0), "", 1)
     if not calls:
-        bare = _call_of(text.strip(), 0)
+        bare = _call_of(text.strip(), 0, whole=True)
         if bare is not None:
             return "", [bare]
     return kept.strip(), calls
 
 
-def _call_of(body: str, index: int) -> ToolCall | None:
+def _call_of(body: str, index: int, whole: bool = False) -> ToolCall | None:
+    """The call in `body`: its first JSON value (a model may run on past the closing brace of a
+    <tool_call> block), or, `whole`, all of it."""
     try:
-        obj = json.loads(body)
+        obj, end = json.JSONDecoder().raw_decode(body)
     except json.JSONDecodeError:
+        return None
+    if whole and body[end:].strip():
         return None
     if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
         return None

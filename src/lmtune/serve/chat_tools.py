@@ -3,15 +3,19 @@
 Usage (from the chat route):
     messages = request_messages(body)                 # data.records.Message list (tool turns included)
     tools = prompt_tools(body, loaded.template)       # what the prompt shows, or 400 when unsupported
-    message, finish = answer_message(gen.text, gen.finish_reason, tools, body.response_format)
+    prefix = forced_call_prefix(body, native)         # the start of a call tool_choice demands ("" if none)
+    message, finish = answer_message(prefix + gen.text, gen.finish_reason, tools, body.response_format, prefix)
 
 What lmtune guarantees: tools are rendered as the model's chat template renders them, or as lmtune's
 documented fallback (the format lmtune trains function-calling data in; data/tool_render.py), and
 `<tool_call>` blocks (or a bare {"name", "arguments"} answer) in the generated text come back as
-`message.tool_calls` with finish_reason "tool_calls". Decoding is not constrained: `tool_choice`
-"required" or a named function, which would need it, are refused (400). With `response_format`
-json_object or json_schema the answer is parsed (a ```json fence is removed) and checked with
-jsonschema; an answer that does not parse or match is a 422 error, never returned as valid.
+`message.tool_calls` with finish_reason "tool_calls". Decoding is not constrained; `tool_choice`
+"required" or a named function starts the answer with the opening of a call in lmtune's format (and
+the function's name), so the model writes the rest; with a tool-aware template of the model's own
+(whose call format lmtune does not write) they are 400. A forced call the model does not complete
+is a 422. With `response_format` json_object or json_schema the answer is parsed (a ```json fence is
+removed) and checked with jsonschema; an answer that does not parse or match is a 422 error, never
+returned as valid.
 """
 
 from __future__ import annotations
@@ -71,13 +75,27 @@ def prompt_tools(body: ChatRequest, template: str) -> list[dict[str, Any]] | Non
         _check_schema(body.response_format)
     if not body.tools or body.tool_choice == "none":
         return None
-    if body.tool_choice is not None and body.tool_choice != "auto":
-        raise APIError(400, "tool_choice: this server does not constrain decoding, so it cannot force a tool call; "
-                       "use 'auto' or 'none'", param="tool_choice")
     if template in NO_TOOLS:
         raise APIError(400, f"tools: the model's chat template ({template}) cannot show tools or tool calls",
                        param="tools", code="tools_not_supported")
     return [t.model_dump(exclude_none=True) for t in body.tools]
+
+
+def forced_call_prefix(body: ChatRequest, native: bool) -> str:
+    """The opening of the call that tool_choice "required" or a named function demands ("" otherwise)."""
+    choice = body.tool_choice
+    if not body.tools or choice in (None, "auto", "none"):
+        return ""
+    if native:
+        raise APIError(400, "tool_choice: forcing a call needs lmtune's own tool format, and this model's chat "
+                       "template writes calls its own way (lmtune does not constrain decoding); use 'auto' or "
+                       "'none'", param="tool_choice")
+    if choice == "required":
+        return '<tool_call>\n{"name": "'
+    name = choice.function.name  # type: ignore[union-attr]
+    if name not in {t.function.name for t in body.tools}:
+        raise APIError(400, f"tool_choice: function {name!r} is not one of the request's tools", param="tool_choice")
+    return '<tool_call>\n{"name": ' + json.dumps(name) + ', "arguments": '
 
 
 def _json_format(fmt: ResponseFormat | None) -> bool:
@@ -99,11 +117,16 @@ def _check_schema(fmt: ResponseFormat) -> None:
 
 
 def answer_message(text: str, finish_reason: str, tools: list[dict[str, Any]] | None,
-                   fmt: ResponseFormat | None) -> tuple[dict[str, Any], str]:
-    """The choice's message and finish_reason: tool calls parsed out, a JSON answer checked."""
+                   fmt: ResponseFormat | None, forced: str = "") -> tuple[dict[str, Any], str]:
+    """The choice's message and finish_reason: tool calls parsed out, a JSON answer checked; `forced`
+    is the call opening the answer was made to start with (its call must parse)."""
     calls: list[ToolCall] = []
     if tools:
         text, calls = parse_tool_calls(text)
+    if forced and not calls:
+        cut = " (the answer reached max_tokens)" if finish_reason == "length" else ""
+        raise APIError(422, f"tool_choice: the model did not complete the call it was made to start{cut}: "
+                       f"{text[:200]!r}", param="tool_choice", code="tool_choice_not_met")
     if calls:
         views = [{"id": "call_" + secrets.token_hex(12), "type": "function",
                   "function": {"name": c.name, "arguments": c.arguments}} for c in calls]

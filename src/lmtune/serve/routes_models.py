@@ -18,8 +18,9 @@ from typing import Any, Iterator
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
+from lmtune.data.tool_render import native_tools
 from lmtune.serve.auth import Project
-from lmtune.serve.chat_tools import answer_message, prompt_tools, request_messages
+from lmtune.serve.chat_tools import answer_message, forced_call_prefix, prompt_tools, request_messages
 from lmtune.serve.checkpoint_models import find_checkpoint
 from lmtune.serve.errors import APIError, error_body, log, not_found
 from lmtune.serve.inference import Loaded, StreamEnd
@@ -185,7 +186,8 @@ def chat_completions(request: Request, project: Project, body: ChatRequest) -> d
     messages = request_messages(body)
     loaded = _load(request, project, body)
     tools = prompt_tools(body, loaded.template)
-    prompt = loaded.chat_prompt(messages, tools)
+    prefix = forced_call_prefix(body, loaded.template == "tokenizer" and native_tools(loaded.tokenizer))
+    prompt = loaded.chat_prompt(messages, tools) + prefix
     _fit_context(loaded, [prompt], opts, body.token_limit(0) or None, "messages")
     if body.stream:
         return _stream(request, loaded, body, [prompt], opts, chat=True, started=started)
@@ -194,7 +196,7 @@ def chat_completions(request: Request, project: Project, body: ChatRequest) -> d
     _count(request, body.model, completion)
     choices = []
     for i, g in enumerate(gens):
-        message, finish = answer_message(g.text, g.finish_reason, tools, body.response_format)
+        message, finish = answer_message(prefix + g.text, g.finish_reason, tools, body.response_format, prefix)
         choices.append({"index": i, "message": message, "finish_reason": finish, "logprobs": None})
     return {"id": "chatcmpl-" + secrets.token_hex(12), "object": "chat.completion", "created": int(time.time()),
             "model": body.model, "system_fingerprint": None, "usage": _usage(gens[0].n_prompt_tokens, completion),

@@ -70,9 +70,15 @@ def test_chat_with_tools_tool_messages_and_response_format(alpha, tool_job):
                {"role": "tool", "tool_call_id": "call_1", "content": "9 C"}]
     reply = alpha.chat.completions.create(model=model, messages=history, tools=TOOLS, max_tokens=16, temperature=0)
     assert reply.choices[0].finish_reason in ("stop", "length", "tool_calls")
+    # A named function starts the answer with the call's opening; 4 tokens cannot complete it: 422, not a half call.
+    named = {"type": "function", "function": {"name": "get_current_weather"}}
+    with pytest.raises(openai.UnprocessableEntityError) as unmet:
+        alpha.chat.completions.create(model=model, messages=ASK, tools=TOOLS, tool_choice=named, max_tokens=4,
+                                      temperature=0)
+    assert unmet.value.code == "tool_choice_not_met"
     with pytest.raises(openai.BadRequestError) as refused:
-        alpha.chat.completions.create(model=model, messages=ASK, tools=TOOLS, tool_choice="required", max_tokens=4)
-    assert refused.value.param == "tool_choice" and "constrain decoding" in refused.value.message
+        alpha.chat.completions.create(model=model, messages=ASK, tool_choice="required", max_tokens=4)
+    assert refused.value.param == "tool_choice"
     # A random tiny model does not write JSON: the answer is refused with the reason, never passed as JSON.
     with pytest.raises(openai.UnprocessableEntityError) as unmet:
         alpha.chat.completions.create(model="tiny-llama", messages=ASK, response_format={"type": "json_object"},

@@ -158,6 +158,7 @@ def test_tool_examples_survive_the_prepared_data_cache():
     ('{"name": "f", "parameters": {"a": "é"}}', "", [("f", '{"a": "é"}')]),
     ("<tool_call>not json</tool_call>", "<tool_call>not json</tool_call>", []),
     ('{"answer": 4}', '{"answer": 4}', []),
+    ('{"name": "f", "arguments": {}} and then some text', '{"name": "f", "arguments": {}} and then some text', []),
 ])
 def test_parse_tool_calls(text, content, calls):
     got_content, got = parse_tool_calls(text)

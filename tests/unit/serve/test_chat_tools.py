@@ -8,7 +8,7 @@ import json
 import pytest
 
 from lmtune.data.records import Message, ToolCall
-from lmtune.serve.chat_tools import answer_message, prompt_tools, request_messages
+from lmtune.serve.chat_tools import answer_message, forced_call_prefix, prompt_tools, request_messages
 from lmtune.serve.errors import APIError
 from lmtune.serve.schemas import ChatRequest, ResponseFormat
 
@@ -56,8 +56,6 @@ def test_json_answers_that_fail_are_a_422_naming_why(text, fmt, reason):
 
 
 @pytest.mark.parametrize(("fields", "template", "param"), [
-    ({"tools": TOOLS, "tool_choice": "required"}, "chatml", "tool_choice"),
-    ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}, "chatml", "tool_choice"),
     ({"tool_choice": "auto"}, "chatml", "tool_choice"),
     ({"tools": TOOLS}, "alpaca", "tools"),
     ({"tools": TOOLS, "stream": True}, "chatml", "stream"),
@@ -75,6 +73,32 @@ def test_tools_reach_the_prompt_unless_tool_choice_is_none():
     assert prompt_tools(request(tools=TOOLS), "tokenizer") == TOOLS
     assert prompt_tools(request(tools=TOOLS, tool_choice="auto"), "chatml") == TOOLS
     assert prompt_tools(request(tools=TOOLS, tool_choice="none"), "chatml") is None
+
+
+NAMED = {"type": "function", "function": {"name": "get_weather"}}
+
+
+def test_a_forced_call_starts_the_answer_and_must_be_completed():
+    assert forced_call_prefix(request(tools=TOOLS), native=False) == ""
+    assert forced_call_prefix(request(tools=TOOLS, tool_choice="required"), native=False) == '<tool_call>\n{"name": "'
+    prefix = forced_call_prefix(request(tools=TOOLS, tool_choice=NAMED), native=False)
+    assert prefix == '<tool_call>\n{"name": "get_weather", "arguments": '
+    # The model writes the rest (here running on past the call); the call comes back in OpenAI's shape.
+    message, finish = answer_message(prefix + '{"city": "Oslo"}}\n</tool_call> and more', "stop", TOOLS, None, prefix)
+    assert finish == "tool_calls" and message["tool_calls"][0]["function"]["arguments"] == '{"city": "Oslo"}'
+    with pytest.raises(APIError) as unmet:
+        answer_message(prefix + '{"city": "Os', "length", TOOLS, None, prefix)
+    assert unmet.value.status == 422 and unmet.value.code == "tool_choice_not_met" and "max_tokens" in unmet.value.message
+
+
+@pytest.mark.parametrize(("choice", "native", "message"), [
+    ("required", True, "writes calls its own way"),
+    ({"type": "function", "function": {"name": "send_mail"}}, False, "not one of the request's tools"),
+])
+def test_a_call_lmtune_cannot_force_is_a_400(choice, native, message):
+    with pytest.raises(APIError) as caught:
+        forced_call_prefix(request(tools=TOOLS, tool_choice=choice), native)
+    assert caught.value.status == 400 and caught.value.param == "tool_choice" and message in caught.value.message
 
 
 def test_request_messages_carry_calls_and_results():
