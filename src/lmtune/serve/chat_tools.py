@@ -2,7 +2,7 @@
 
 Usage (from the chat route):
     messages = request_messages(body)                 # data.records.Message list (tool turns included)
-    tools = prompt_tools(body, loaded.template)       # what the prompt shows, or 400 when unsupported
+    tools = prompt_tools(body)                        # what the prompt shows; 400 for what cannot be honoured
     prefix = forced_call_prefix(body, native)         # the start of a call tool_choice demands ("" if none)
     message, finish = answer_message(prefix + gen.text, gen.finish_reason, tools, body.response_format, prefix)
 
@@ -31,8 +31,6 @@ from lmtune.serve.errors import APIError
 from lmtune.serve.schemas import ChatRequest, ResponseFormat
 
 FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
-# Templates that cannot show tools: alpaca is single-turn and has no place for calls or results.
-NO_TOOLS = ("alpaca",)
 
 
 def request_messages(body: ChatRequest) -> list[Message]:
@@ -64,7 +62,7 @@ def _arguments(text: str, i: int, k: int) -> str:
                    param=f"messages[{i}].tool_calls[{k}].function.arguments")
 
 
-def prompt_tools(body: ChatRequest, template: str) -> list[dict[str, Any]] | None:
+def prompt_tools(body: ChatRequest) -> list[dict[str, Any]] | None:
     """The tools the prompt shows (None: none, or tool_choice "none"); 400 where lmtune cannot honour them."""
     if body.tool_choice is not None and not body.tools:
         raise APIError(400, "tool_choice is only allowed when tools are specified", param="tool_choice")
@@ -75,9 +73,6 @@ def prompt_tools(body: ChatRequest, template: str) -> list[dict[str, Any]] | Non
         _check_schema(body.response_format)
     if not body.tools or body.tool_choice == "none":
         return None
-    if template in NO_TOOLS:
-        raise APIError(400, f"tools: the model's chat template ({template}) cannot show tools or tool calls",
-                       param="tools", code="tools_not_supported")
     return [t.model_dump(exclude_none=True) for t in body.tools]
 
 

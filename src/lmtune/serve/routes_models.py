@@ -185,7 +185,7 @@ def chat_completions(request: Request, project: Project, body: ChatRequest) -> d
     opts = _options(request, body, body.token_limit(0) or None)
     messages = request_messages(body)
     loaded = _load(request, project, body)
-    tools = prompt_tools(body, loaded.template)
+    tools = prompt_tools(body)
     prefix = forced_call_prefix(body, loaded.template == "tokenizer" and native_tools(loaded.tokenizer))
     prompt = loaded.chat_prompt(messages, tools) + prefix
     _fit_context(loaded, [prompt], opts, body.token_limit(0) or None, "messages")

@@ -55,24 +55,23 @@ def test_json_answers_that_fail_are_a_422_naming_why(text, fmt, reason):
     assert reason in caught.value.message and caught.value.param == "response_format"
 
 
-@pytest.mark.parametrize(("fields", "template", "param"), [
-    ({"tool_choice": "auto"}, "chatml", "tool_choice"),
-    ({"tools": TOOLS}, "alpaca", "tools"),
-    ({"tools": TOOLS, "stream": True}, "chatml", "stream"),
+@pytest.mark.parametrize(("fields", "param"), [
+    ({"tool_choice": "auto"}, "tool_choice"),
+    ({"tools": TOOLS, "stream": True}, "stream"),
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nope"}}}},
-     "chatml", "response_format.json_schema.schema"),
-    ({"response_format": {"type": "json_schema"}}, "chatml", "response_format.json_schema"),
+     "response_format.json_schema.schema"),
+    ({"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
 ])
-def test_what_lmtune_cannot_honour_is_a_400_naming_the_parameter(fields, template, param):
+def test_what_lmtune_cannot_honour_is_a_400_naming_the_parameter(fields, param):
     with pytest.raises(APIError) as caught:
-        prompt_tools(request(**fields), template)
+        prompt_tools(request(**fields))
     assert caught.value.status == 400 and caught.value.param == param
 
 
 def test_tools_reach_the_prompt_unless_tool_choice_is_none():
-    assert prompt_tools(request(tools=TOOLS), "tokenizer") == TOOLS
-    assert prompt_tools(request(tools=TOOLS, tool_choice="auto"), "chatml") == TOOLS
-    assert prompt_tools(request(tools=TOOLS, tool_choice="none"), "chatml") is None
+    assert prompt_tools(request(tools=TOOLS)) == TOOLS
+    assert prompt_tools(request(tools=TOOLS, tool_choice="auto")) == TOOLS
+    assert prompt_tools(request(tools=TOOLS, tool_choice="none")) is None
 
 
 NAMED = {"type": "function", "function": {"name": "get_weather"}}
