@@ -112,12 +112,13 @@ def _check_schema(fmt: ResponseFormat) -> None:
 
 
 def answer_message(text: str, finish_reason: str, tools: list[dict[str, Any]] | None,
-                   fmt: ResponseFormat | None, forced: str = "") -> tuple[dict[str, Any], str]:
-    """The choice's message and finish_reason: tool calls parsed out, a JSON answer checked; `forced`
-    is the call opening the answer was made to start with (its call must parse)."""
+                   fmt: ResponseFormat | None, forced: str = "", parallel: bool = True) -> tuple[dict[str, Any], str]:
+    """The choice's message and finish_reason: tool calls parsed out (only the first unless `parallel`),
+    a JSON answer checked; `forced` is the call opening the answer was made to start with (it must parse)."""
     calls: list[ToolCall] = []
     if tools:
         text, calls = parse_tool_calls(text)
+        calls = calls if parallel else calls[:1]
     if forced and not calls:
         cut = " (the answer reached max_tokens)" if finish_reason == "length" else ""
         raise APIError(422, f"tool_choice: the model did not complete the call it was made to start{cut}: "

@@ -196,7 +196,8 @@ def chat_completions(request: Request, project: Project, body: ChatRequest) -> d
     _count(request, body.model, completion)
     choices = []
     for i, g in enumerate(gens):
-        message, finish = answer_message(prefix + g.text, g.finish_reason, tools, body.response_format, prefix)
+        message, finish = answer_message(prefix + g.text, g.finish_reason, tools, body.response_format, prefix,
+                                         parallel=body.parallel_tool_calls is not False)
         choices.append({"index": i, "message": message, "finish_reason": finish, "logprobs": None})
     return {"id": "chatcmpl-" + secrets.token_hex(12), "object": "chat.completion", "created": int(time.time()),
             "model": body.model, "system_fingerprint": None, "usage": _usage(gens[0].n_prompt_tokens, completion),

@@ -29,6 +29,9 @@ def test_tool_calls_come_back_in_openais_shape():
     (call,) = message["tool_calls"]
     assert call["id"].startswith("call_") and call["type"] == "function"
     assert call["function"] == {"name": "get_weather", "arguments": '{"city": "Oslo"}'}
+    two = text + '\n<tool_call>{"name": "get_weather", "arguments": {"city": "Rome"}}</tool_call>'
+    assert len(answer_message(two, "stop", TOOLS, None)[0]["tool_calls"]) == 2
+    assert len(answer_message(two, "stop", TOOLS, None, parallel=False)[0]["tool_calls"]) == 1  # parallel_tool_calls false
     # Without tools in the request the same text is plain content.
     assert answer_message(text, "stop", None, None) == ({"role": "assistant", "content": text, "refusal": None}, "stop")
 
