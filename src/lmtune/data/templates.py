@@ -180,6 +180,10 @@ def _tokenizer_template(messages: list[Message], tokenizer, add_generation_promp
     for i, m in enumerate(messages):
         if m.role != "assistant":
             continue
+        if i == 0:  # transformers cannot render the empty prompt before it
+            raise ValueError("the conversation starts with an assistant turn, which the tokenizer's chat template "
+                             "cannot render after an empty prompt; start with a system or user message, or choose "
+                             "data.template: chatml")
         before = _apply(tokenizer, messages[:i], True, tools)
         upto = _apply(tokenizer, messages[: i + 1], False, tools)
         if not upto.startswith(before):

@@ -187,7 +187,10 @@ def chat_completions(request: Request, project: Project, body: ChatRequest) -> d
     loaded = _load(request, project, body)
     tools = prompt_tools(body)
     prefix = forced_call_prefix(body, loaded.template == "tokenizer" and native_tools(loaded.tokenizer))
-    prompt = loaded.chat_prompt(messages, tools) + prefix
+    try:
+        prompt = loaded.chat_prompt(messages, tools) + prefix
+    except ValueError as err:  # a conversation the model's template cannot render (e.g. assistant first)
+        raise APIError(400, f"messages: {err}", param="messages") from None
     _fit_context(loaded, [prompt], opts, body.token_limit(0) or None, "messages")
     if body.stream:
         return _stream(request, loaded, body, [prompt], opts, chat=True, started=started)

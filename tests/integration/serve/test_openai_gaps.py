@@ -79,6 +79,10 @@ def test_chat_with_tools_tool_messages_and_response_format(alpha, tool_job):
     with pytest.raises(openai.BadRequestError) as refused:
         alpha.chat.completions.create(model=model, messages=ASK, tool_choice="required", max_tokens=4)
     assert refused.value.param == "tool_choice"
+    # A conversation the model's template cannot render is the client's to fix: 400, not a server error.
+    with pytest.raises(openai.BadRequestError) as unrenderable:
+        alpha.chat.completions.create(model=model, messages=[{"role": "assistant", "content": "Hi!"}], max_tokens=4)
+    assert unrenderable.value.param == "messages" and "starts with an assistant turn" in unrenderable.value.message
     # A random tiny model does not write JSON: the answer is refused with the reason, never passed as JSON.
     with pytest.raises(openai.UnprocessableEntityError) as unmet:
         alpha.chat.completions.create(model="tiny-llama", messages=ASK, response_format={"type": "json_object"},
