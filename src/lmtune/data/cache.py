@@ -23,7 +23,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from lmtune.data.encode import Encoded
-from lmtune.data.records import Example, Issue, Message
+from lmtune.data.records import Example, Issue, Message, ToolCall
 from lmtune.data.split import SPLITS
 from lmtune.fsutil import atomic_dir
 
@@ -74,13 +74,20 @@ def write_split(folder: Path, split: str, examples: list[Example], encoded: list
     save_file(arrays, str(folder / f"{split}.encoded.safetensors"))
 
 
+def _message(row: list) -> Message:
+    """A Message from its canonical list: [role, content, weight] plus [tool calls, tool_call_id] if any."""
+    if len(row) == 3:
+        return Message(*row)
+    return Message(*row[:3], tuple(ToolCall(*c) for c in row[3]), row[4])
+
+
 def read_split(folder: Path, split: str) -> tuple[list[Example], list]:
     """The examples and encodings written by write_split."""
     examples = []
     for line in (folder / f"{split}.examples.jsonl").read_text(encoding="utf-8").splitlines():
         d = json.loads(line)
         for key in ("messages", "prompt", "chosen", "rejected"):
-            d[key] = [Message(*m) for m in d[key]]
+            d[key] = [_message(m) for m in d[key]]
         examples.append(Example(**d))
     arrays = load_file(str(folder / f"{split}.encoded.safetensors"))
     if "chosen.lengths" in arrays:

@@ -9,6 +9,9 @@ Usage:
 
 Codes follow the OpenAI fine-tuning cookbook's format checks where one applies
 (`message_missing_key`, `message_unrecognized_key`, `unrecognized_role`, `missing_content`).
+Function calling follows OpenAI's format: an assistant message may carry `tool_calls` (content then
+optional), a `tool` message answers one call by `tool_call_id`; the legacy `function_call` and
+`function` role are read as the same (see tool_data.py for the example-level checks).
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from __future__ import annotations
 from typing import Any
 
 from lmtune.data.records import Issue, Message, Row
+from lmtune.data.tool_data import message_tool_calls
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 # Keys a chat message may carry; `name` is accepted (OpenAI allows it) but not used for training.
-MESSAGE_KEYS = {"role", "content", "weight", "name"}
+MESSAGE_KEYS = {"role", "content", "weight", "name", "tool_calls", "tool_call_id", "function_call"}
 
 
 class Checker:
@@ -126,24 +130,44 @@ class Checker:
             if key not in MESSAGE_KEYS:
                 self.error("message_unrecognized_key", f"unrecognized message key {key!r}", f"{field}.{key}")
         role = msg.get("role")
+        if role == "function":  # legacy function result: a tool message named by the function
+            role = "tool"
         if "role" not in msg:
             self.error("message_missing_key", "the message has no 'role'", f"{field}.role")
         elif role not in ROLES:
             self.error("unrecognized_role", f"role {role!r} is not one of {list(ROLES)}", f"{field}.role")
+        calls = message_tool_calls(self, msg, role, field)
         content = msg.get("content")
-        if content is None:
+        if content is None and ("tool_calls" in msg or "function_call" in msg):
+            content = ""  # a turn that only calls tools (its calls' own errors are reported above)
+        elif content is None:
             self.error("missing_content", "the message has no 'content'", f"{field}.content")
         else:
             empty = empty_answer if role == "assistant" else "error"
-            content = self.text_value(content, f"{field}.content", empty)
+            content = self.text_value(content, f"{field}.content", "ok" if calls else empty)
+        call_id = self._tool_call_id(msg, role, field)
         weight = msg.get("weight", 1)
         if "weight" in msg and (isinstance(weight, bool) or weight not in (0, 1)):
             self.error("invalid_weight", f"weight must be 0 or 1, got {weight!r}", f"{field}.weight")
         elif "weight" in msg and role != "assistant":
             self.error("invalid_weight", "weight is only allowed on assistant messages", f"{field}.weight")
-        if role not in ROLES or content is None:
+        if role not in ROLES or content is None or calls is None:
             return None
-        return Message(role, content, int(weight) if weight in (0, 1) else 1)
+        return Message(role, content, int(weight) if weight in (0, 1) else 1, tuple(calls), call_id)
+
+    def _tool_call_id(self, msg: dict[str, Any], role: Any, field: str) -> str | None:
+        """A tool message's tool_call_id (the legacy `function` role names its function instead)."""
+        if role != "tool":
+            if "tool_call_id" in msg:
+                self.error("message_unrecognized_key", "tool_call_id belongs on tool messages", f"{field}.tool_call_id")
+            return None
+        if msg.get("role") == "function":
+            return self.text_value(msg.get("name"), f"{field}.name")
+        if "tool_call_id" not in msg:
+            self.error("message_missing_key", "a tool message needs the 'tool_call_id' it answers",
+                       f"{field}.tool_call_id")
+            return None
+        return self.text_value(msg["tool_call_id"], f"{field}.tool_call_id")
 
 
 def _type(value: Any) -> str:

@@ -85,7 +85,8 @@ def encode_example(example: Example, tokenizer, data_cfg: DataConfig) -> Encoded
             f"{example.file}:{example.line}: a {example.kind} example cannot be encoded for SFT "
             "(use encode_preference for preference pairs)"
         )
-    ids, labels = _encode_chunks(render_chunks(messages, data_cfg.template, tokenizer), tokenizer, data_cfg)
+    chunks = render_chunks(messages, data_cfg.template, tokenizer, tools=example.tools)
+    ids, labels = _encode_chunks(chunks, tokenizer, data_cfg)
     return _truncate(ids, labels, data_cfg.max_seq_len)
 
 

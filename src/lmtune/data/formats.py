@@ -6,7 +6,8 @@ Usage:
     example, issues = to_example(row, "messages")                         # one record
 
 Formats (DataConfig.format) and the keys that identify them:
-    messages           {"messages": [{"role", "content", "weight"?}, ...]} (OpenAI chat fine-tuning)
+    messages           {"messages": [{"role", "content", "weight"?}, ...], "tools"?} (OpenAI chat fine-tuning,
+                       function calling included: see tool_data.py)
     alpaca             {"instruction", "input"?, "output"}
     prompt_completion  {"prompt", "completion"} or {"question", "answer"} (GSM8K)
     preference         {"prompt"?, "chosen", "rejected"} (strings, message lists or hh-rlhf transcripts)
@@ -30,6 +31,7 @@ from lmtune.data.checks import Checker
 from lmtune.data.load import read_label_names, read_rows, rename_columns
 from lmtune.data.preference import preference_example
 from lmtune.data.records import DataError, Example, Issue, Message, Row
+from lmtune.data.tool_data import EXAMPLE_KEYS, check_tool_links, example_tools
 from lmtune.data.transcripts import is_transcript, parse_transcript
 
 FORMATS = ("text", "prompt_completion", "alpaca", "messages", "transcript", "labelled", "preference")
@@ -222,17 +224,19 @@ def _alpaca(data: dict[str, Any], chk: Checker, _names: list[str] | None) -> Exa
 
 
 def _messages(data: dict[str, Any], chk: Checker, _names: list[str] | None) -> Example | None:
-    chk.unknown_keys(data, {"messages"})
+    chk.unknown_keys(data, EXAMPLE_KEYS)
     if data.get("messages") in (None, []):
         chk.error("missing_messages_list", "no 'messages' list (or it is empty)", "messages")
         return None
+    tools = example_tools(chk, data)
     msgs = chk.messages(data["messages"], "messages")
-    if msgs is None:
+    if msgs is None or tools is None:
         return None
     if not any(m.role == "assistant" for m in msgs):
         chk.error("example_missing_assistant_message", "no assistant message to learn from", "messages")
         return None
-    return Example("chat", messages=msgs)
+    check_tool_links(chk, msgs, tools, data)
+    return None if chk.failed else Example("chat", messages=msgs, tools=tools)
 
 
 _NORMALISERS: dict[str, Callable[[dict[str, Any], Checker, list[str] | None], Example | None]] = {

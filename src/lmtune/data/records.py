@@ -9,17 +9,32 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 Kind = Literal["text", "chat", "labelled", "preference"]
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """One function call of an assistant turn, as OpenAI writes it; `arguments` is the JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
 class Message:
-    """One turn of a conversation; `weight` 0 keeps an assistant turn out of the loss."""
+    """One turn of a conversation; `weight` 0 keeps an assistant turn out of the loss.
+
+    An assistant turn may call tools (`tool_calls`, its content then often empty); a `tool` turn holds
+    one call's result and names it with `tool_call_id`.
+    """
 
     role: Role
     content: str
     weight: int = 1
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +54,7 @@ class Example:
     kind chat:       `messages` (prompt/completion, alpaca, transcripts and chat all become this).
     kind labelled:   `text` and `label` (label name as a string).
     kind preference: `prompt` (messages before the answer), `chosen` and `rejected` (assistant answers).
+    `tools` holds the function definitions a chat may call ({"type": "function", "function": {...}}).
     """
 
     kind: Kind
@@ -48,6 +64,7 @@ class Example:
     prompt: list[Message] = field(default_factory=list)
     chosen: list[Message] = field(default_factory=list)
     rejected: list[Message] = field(default_factory=list)
+    tools: list[dict[str, Any]] = field(default_factory=list)
     file: str = ""
     line: int = 0
 
@@ -55,9 +72,11 @@ class Example:
         """A JSON-able form without provenance, used for hashing and fingerprints."""
 
         def msgs(ms: list[Message]) -> list[list[Any]]:
-            return [[m.role, m.content, m.weight] for m in ms]
+            # Tool fields only where present, so fingerprints of data without tools stay as they were.
+            return [[m.role, m.content, m.weight] + ([_calls(m), m.tool_call_id] if m.tool_calls or m.tool_call_id
+                                                     else []) for m in ms]
 
-        return {
+        out = {
             "kind": self.kind,
             "text": self.text,
             "messages": msgs(self.messages),
@@ -66,6 +85,7 @@ class Example:
             "chosen": msgs(self.chosen),
             "rejected": msgs(self.rejected),
         }
+        return {**out, "tools": self.tools} if self.tools else out
 
     def dedup_text(self) -> str:
         """The text that decides whether two examples are duplicates (inputs and answers together)."""
@@ -74,9 +94,14 @@ class Example:
         if self.kind == "labelled":
             return self.text or ""
         if self.kind == "chat":
-            return "\n".join(m.content for m in self.messages)
+            return "\n".join(m.content + "".join(f"\n{c.name}({c.arguments})" for c in m.tool_calls)
+                             for m in self.messages)
         parts = self.prompt + self.chosen + self.rejected
         return "\n".join(m.content for m in parts)
+
+
+def _calls(m: Message) -> list[list[str]]:
+    return [[c.id, c.name, c.arguments] for c in m.tool_calls]
 
 
 Severity = Literal["error", "warning"]

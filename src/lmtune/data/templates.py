@@ -8,13 +8,21 @@ Templates: `tokenizer` (the tokenizer's own chat template; answer spans found by
 `chatml`, `human-assistant`, `alpaca` (single turn) and `auto` (tokenizer's template if it has one,
 else chatml). Every trainable answer ends with the tokenizer's EOS token: models trained on answers
 without it never learn to stop.
+
+Conversations with tools (OpenAI function calling) go through the tokenizer's template with `tools=`
+where that template renders them; everywhere else through the fallback of tool_render.py. Either way
+an assistant turn that calls tools is an answer (trained unless its weight is 0); tool results are
+prompt text, never trained.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Any
+
 from lmtune.data.records import Message
+from lmtune.data.tool_render import flatten_tools, has_tools, native_tools, template_messages
 
 TEMPLATES = ("auto", "tokenizer", "chatml", "human-assistant", "alpaca")
 
@@ -54,18 +62,26 @@ def resolve_template(template: str, tokenizer) -> str:
 
 
 def render_chunks(
-    messages: list[Message], template: str, tokenizer, add_generation_prompt: bool = False
+    messages: list[Message], template: str, tokenizer, add_generation_prompt: bool = False,
+    tools: list[dict[str, Any]] | None = None,
 ) -> list[Chunk]:
-    """Render `messages` with `template` into chunks whose concatenation is the full training text."""
+    """Render `messages` (and the `tools` they may call) with `template` into chunks whose concatenation
+    is the full training text."""
     name = resolve_template(template, tokenizer)
-    render = _RENDERERS[name]
-    chunks = render(list(messages), tokenizer, add_generation_prompt)
+    messages = list(messages)
+    if has_tools(messages, tools):
+        if name == "tokenizer" and native_tools(tokenizer):
+            chunks = _tokenizer_template(messages, tokenizer, add_generation_prompt, tools)
+            return [c for c in chunks if c.text]
+        messages = flatten_tools(messages, tools)
+    chunks = _RENDERERS[name](messages, tokenizer, add_generation_prompt)
     return [c for c in chunks if c.text]
 
 
-def generation_prompt(messages: list[Message], template: str, tokenizer) -> str:
+def generation_prompt(messages: list[Message], template: str, tokenizer,
+                      tools: list[dict[str, Any]] | None = None) -> str:
     """The text given to the model at inference: prompt turns + assistant header, as seen in training."""
-    return "".join(c.text for c in render_chunks(messages, template, tokenizer, add_generation_prompt=True))
+    return "".join(c.text for c in render_chunks(messages, template, tokenizer, True, tools))
 
 
 def _eos_token(tokenizer) -> str:
@@ -142,9 +158,10 @@ def _alpaca(messages: list[Message], tokenizer, add_generation_prompt: bool) -> 
     return chunks
 
 
-def _apply(tokenizer, messages: list[Message], add_generation_prompt: bool) -> str:
-    dicts = [{"role": m.role, "content": m.content} for m in messages]
-    return tokenizer.apply_chat_template(dicts, tokenize=False, add_generation_prompt=add_generation_prompt)
+def _apply(tokenizer, messages: list[Message], add_generation_prompt: bool, tools: list | None = None) -> str:
+    extra = {"tools": tools} if tools else {}
+    return tokenizer.apply_chat_template(template_messages(messages), tokenize=False,
+                                         add_generation_prompt=add_generation_prompt, **extra)
 
 
 def _spans_error(detail: str) -> ValueError:
@@ -155,15 +172,20 @@ def _spans_error(detail: str) -> ValueError:
     )
 
 
-def _tokenizer_template(messages: list[Message], tokenizer, add_generation_prompt: bool) -> list[Chunk]:
-    full = _apply(tokenizer, messages, False)
+def _tokenizer_template(messages: list[Message], tokenizer, add_generation_prompt: bool,
+                        tools: list | None = None) -> list[Chunk]:
+    full = _apply(tokenizer, messages, False, tools)
     chunks: list[Chunk] = []
     pos = 0  # end of the text already assigned to chunks
     for i, m in enumerate(messages):
         if m.role != "assistant":
             continue
-        before = _apply(tokenizer, messages[:i], True)
-        upto = _apply(tokenizer, messages[: i + 1], False)
+        if i == 0:  # transformers cannot render the empty prompt before it
+            raise ValueError("the conversation starts with an assistant turn, which the tokenizer's chat template "
+                             "cannot render after an empty prompt; start with a system or user message, or choose "
+                             "data.template: chatml")
+        before = _apply(tokenizer, messages[:i], True, tools)
+        upto = _apply(tokenizer, messages[: i + 1], False, tools)
         if not upto.startswith(before):
             raise _spans_error(f"the prompt before assistant turn {i} is not a prefix of the text with it")
         if not full.startswith(upto):
@@ -175,7 +197,7 @@ def _tokenizer_template(messages: list[Message], tokenizer, add_generation_promp
         pos = len(upto)
     chunks.append(Chunk(full[pos:], "prompt", False))
     if add_generation_prompt:
-        with_header = _apply(tokenizer, messages, True)
+        with_header = _apply(tokenizer, messages, True, tools)
         if not with_header.startswith(full):
             raise _spans_error("the generation prompt is not an extension of the conversation")
         chunks.append(Chunk(with_header[len(full) :], "assistant", False))

@@ -22,6 +22,7 @@ from lmtune.config import RunConfig
 from lmtune.data.encode import label_chat, with_system
 from lmtune.data.records import Example, Message
 from lmtune.data.templates import generation_prompt, resolve_template
+from lmtune.data.tool_render import flatten_tools
 from lmtune.evaluate.generate import generate
 from lmtune.evaluate.labels import parse_label
 from lmtune.evaluate.metrics import bootstrap_ci, classification_metrics, metric_with_ci
@@ -63,7 +64,9 @@ def prompt_and_reference(
     earlier = [m for shot in shots for m in _conversation(shot, cfg, label_names)]
     prompt_msgs: list[Message] = with_system(earlier + messages[:last], cfg.data.system_prompt)
     template = resolve_template(cfg.data.template, tokenizer)
-    return generation_prompt(prompt_msgs, template, tokenizer), messages[last].content
+    # A tool-calling answer's reference is its calls as the fallback writes them (docs/data.md).
+    reference = flatten_tools([messages[last]], None)[0].content
+    return generation_prompt(prompt_msgs, template, tokenizer, example.tools), reference
 
 
 def score_by_generation(

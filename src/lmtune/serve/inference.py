@@ -19,10 +19,11 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from lmtune.serve.checkpoint_models import checkpoint_model_folder, find_checkpoint
 from lmtune.serve.config import ServeConfig
 from lmtune.serve.errors import APIError, not_found
 from lmtune.serve.store import Store
@@ -56,15 +57,24 @@ class Loaded:
         """The model in memory (a peft model once adapters are attached to the base)."""
         return self.batcher.model
 
-    def chat_prompt(self, messages: list[tuple[str, str]]) -> str:
-        """Render (role, content) pairs with the model's template, ending with the assistant header."""
+    def chat_prompt(self, messages: list[Any], tools: list[dict[str, Any]] | None = None) -> str:
+        """Render Messages (or (role, content) pairs) and the tools they may call with the model's
+        template, ending with the assistant header."""
         from lmtune.data.encode import with_system
         from lmtune.data.records import Message
-        from lmtune.data.templates import generation_prompt, resolve_template
+        from lmtune.data.templates import generation_prompt
 
-        msgs = [Message("system" if role == "developer" else role, text) for role, text in messages]
-        template = resolve_template(self.run_cfg.data.template, self.tokenizer)
-        return generation_prompt(with_system(msgs, self.run_cfg.data.system_prompt), template, self.tokenizer)
+        msgs = [m if isinstance(m, Message) else Message(*m) for m in messages]
+        msgs = [replace(m, role="system") if m.role == "developer" else m for m in msgs]
+        system = with_system(msgs, self.run_cfg.data.system_prompt)
+        return generation_prompt(system, self.template, self.tokenizer, tools)
+
+    @property
+    def template(self) -> str:
+        """The chat template the model was trained with (auto resolved)."""
+        from lmtune.data.templates import resolve_template
+
+        return resolve_template(self.run_cfg.data.template, self.tokenizer)
 
     def count(self, text: str) -> int:
         """Tokens in `text` as the model reads it."""
@@ -190,13 +200,18 @@ class ModelPool:
                     self.bases[model_id] = self._load_base(model_id)
                 return self.bases[model_id]
         row = self.store.one("SELECT * FROM models WHERE id=? AND project=? AND deleted=0", (model_id, project))
-        if row is None:
+        checkpoint = None if row else find_checkpoint(self.store, model_id, project)
+        if row is None and (checkpoint is None or not checkpoint["run_dir"]):
             raise not_found("model", model_id, "model")
         with self._loading:
             if model_id in self.adapters:
                 self.adapters.move_to_end(model_id)
                 return self.adapters[model_id]
-            loaded = self._load_trained(Path(row["path"]), model_id)
+            if checkpoint is not None:
+                run_dir = Path(checkpoint["run_dir"])
+                loaded = self._load_trained(run_dir, model_id, checkpoint_model_folder(run_dir, checkpoint["step"]))
+            else:
+                loaded = self._load_trained(Path(row["path"]), model_id)
             self.adapters[model_id] = loaded
             while len(self.adapters) > self.cfg.adapter_cache_size:
                 self._release(self.adapters.popitem(last=False)[1])  # the least recently used goes first
@@ -234,20 +249,20 @@ class ModelPool:
         batcher, tokenizer = self._copy(run_cfg.model)
         return Loaded(batcher, tokenizer, run_cfg)
 
-    def _load_trained(self, run_dir: Path, model_id: str) -> Loaded:
-        from lmtune.model.export import adapter_task, saved_tokenizer
+    def _load_trained(self, run_dir: Path, model_id: str, final: Path | None = None) -> Loaded:
+        """The run's final model (or the saved model `final`, e.g. one of its checkpoints) on its base."""
+        from lmtune.model.export import adapter_task, load_trained, saved_tokenizer
         from lmtune.runs import run_config
         from lmtune.serve.batching import Batcher
-        from lmtune.use import load_for_inference
 
-        final = run_dir / "final"
+        final = final or run_dir / "final"
+        cfg = run_config(run_dir)
         if adapter_task(final) == "causal_lm":
-            cfg = run_config(run_dir)
             batcher, base_tokenizer = self._copy(cfg.model)
             loaded = Loaded(batcher, saved_tokenizer(final, cfg.model, base_tokenizer), cfg,
                             adapter_name(model_id), final)
             batcher.attach(loaded.adapter, final)
             return loaded
         self._torch_threads()
-        model, tokenizer, run_cfg = load_for_inference(run_dir)
-        return Loaded(Batcher(model), tokenizer, run_cfg)
+        model, tokenizer = load_trained(final, base_cfg=cfg.model)
+        return Loaded(Batcher(model.eval()), tokenizer, cfg)

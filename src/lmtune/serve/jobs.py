@@ -139,8 +139,8 @@ def claim_next(store: Store, worker: int) -> dict[str, Any] | None:
     return store.one("SELECT * FROM jobs WHERE id=?", (row["id"],))
 
 
-def job_view(row: dict[str, Any]) -> dict[str, Any]:
-    """The fine_tuning.job object of a jobs row."""
+def job_view(row: dict[str, Any], estimate: int | None = None) -> dict[str, Any]:
+    """The fine_tuning.job object of a jobs row (`estimate`: its estimated_finish)."""
     method = row["method"]
     hp = dict(method[method["type"]]["hyperparameters"])
     return {
@@ -159,12 +159,26 @@ def job_view(row: dict[str, Any]) -> dict[str, Any]:
         "trained_tokens": row["trained_tokens"],
         "training_file": row["training_file"],
         "validation_file": row["validation_file"],
-        "estimated_finish": None,
+        "estimated_finish": estimate,
         "integrations": [],
         "metadata": row["metadata"],
         "method": method,
         "user_provided_suffix": row["suffix"],
     }
+
+
+def estimated_finish(store: Store, job: dict[str, Any]) -> int | None:
+    """When a running job should end (unix seconds): its remaining steps at the step rate its worker
+    measured; None until both are known."""
+    if job["status"] != "running":
+        return None
+    last = store.one("SELECT data FROM events WHERE job_id=? AND type='metrics' ORDER BY seq DESC LIMIT 1",
+                     (job["id"],))
+    rate = store.one("SELECT steps_per_second FROM workers WHERE job_id=?", (job["id"],))
+    total = (last or {}).get("data", {}).get("total_steps")
+    if not total or not rate or not rate["steps_per_second"]:
+        return None
+    return now() + round(max(total - job["metrics_step"], 0) / rate["steps_per_second"])
 
 
 def event_view(row: dict[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from lmtune.serve.jobs import (
     PAUSABLE,
     build_run_config,
     checkpoint_view,
+    estimated_finish,
     event_view,
     job_view,
     method_view,
@@ -98,13 +99,18 @@ def list_jobs(request: Request, project: Project, after: str | None = None,
     for key, value in dict_query(request, "metadata").items():
         where += " AND EXISTS (SELECT 1 FROM json_each(jobs.metadata) WHERE key=? AND value=?)"
         params += [key, value]
-    return page_view(request, "jobs", where, tuple(params), after, limit, "desc", job_view)
+    return page_view(request, "jobs", where, tuple(params), after, limit, "desc",
+                     lambda row: _job(request, row))
 
 
 @router.get("/fine_tuning/jobs/{job_id}")
 def retrieve_job(request: Request, project: Project, job_id: str) -> dict[str, Any]:
     """One job."""
-    return job_view(get_job(request, project, job_id))
+    return _job(request, get_job(request, project, job_id))
+
+
+def _job(request: Request, row: dict[str, Any]) -> dict[str, Any]:
+    return job_view(row, estimated_finish(request.app.state.store, row))
 
 
 def _move(request: Request, project: str, job_id: str, to: str, allowed: tuple[str, ...], verb: str,

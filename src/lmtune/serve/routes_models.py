@@ -18,7 +18,10 @@ from typing import Any, Iterator
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
+from lmtune.data.tool_render import native_tools
 from lmtune.serve.auth import Project
+from lmtune.serve.chat_tools import answer_message, forced_call_prefix, prompt_tools, request_messages
+from lmtune.serve.checkpoint_models import find_checkpoint
 from lmtune.serve.errors import APIError, error_body, log, not_found
 from lmtune.serve.inference import Loaded, StreamEnd
 from lmtune.serve.purge import purge_model
@@ -53,10 +56,10 @@ def retrieve_model(request: Request, project: Project, model_id: str) -> dict[st
     """One model."""
     if model_id in request.app.state.cfg.base_models:
         return _model_view(model_id, request.app.state.started, "system")
-    row = _own_model(request, project, model_id)
+    row = _own_model(request, project, model_id) or find_checkpoint(request.app.state.store, model_id, project)
     if row is None:
         raise not_found("model", model_id, "model")
-    return _model_view(row["id"], row["created_at"], row["project"])
+    return _model_view(model_id, row["created_at"], row["project"])
 
 
 @router.delete("/models/{model_id:path}")
@@ -70,6 +73,8 @@ def delete_model(request: Request, project: Project, model_id: str) -> dict[str,
         raise not_found("model", model_id, "model")
     request.app.state.store.execute("UPDATE models SET deleted=1 WHERE id=?", (model_id,))
     request.app.state.pool.evict(model_id)
+    for ckpt in request.app.state.store.all("SELECT model_name FROM checkpoints WHERE job_id=?", (row["job_id"],)):
+        request.app.state.pool.evict(ckpt["model_name"])  # its checkpoints' files go with the run folder
     purge_model(request.app.state.cfg, row)
     return {"id": model_id, "object": "model", "deleted": True}
 
@@ -174,21 +179,32 @@ def _stream(request: Request, loaded: Loaded, body: Sampling, prompts: list[str]
 
 @router.post("/chat/completions", response_model=None)
 def chat_completions(request: Request, project: Project, body: ChatRequest) -> dict[str, Any] | StreamingResponse:
-    """A chat reply rendered with the template the model was trained with."""
+    """A chat reply rendered with the template the model was trained with; tool calls and JSON answers
+    as chat_tools.py describes."""
     started = time.perf_counter()
     opts = _options(request, body, body.token_limit(0) or None)
+    messages = request_messages(body)
     loaded = _load(request, project, body)
-    prompt = loaded.chat_prompt([(m.role, m.text()) for m in body.messages])
+    tools = prompt_tools(body)
+    prefix = forced_call_prefix(body, loaded.template == "tokenizer" and native_tools(loaded.tokenizer))
+    try:
+        prompt = loaded.chat_prompt(messages, tools) + prefix
+    except ValueError as err:  # a conversation the model's template cannot render (e.g. assistant first)
+        raise APIError(400, f"messages: {err}", param="messages") from None
     _fit_context(loaded, [prompt], opts, body.token_limit(0) or None, "messages")
     if body.stream:
         return _stream(request, loaded, body, [prompt], opts, chat=True, started=started)
     gens = loaded.complete([prompt] * body.n, **opts)
     completion = sum(g.n_new_tokens for g in gens)
     _count(request, body.model, completion)
+    choices = []
+    for i, g in enumerate(gens):
+        message, finish = answer_message(prefix + g.text, g.finish_reason, tools, body.response_format, prefix,
+                                         parallel=body.parallel_tool_calls is not False)
+        choices.append({"index": i, "message": message, "finish_reason": finish, "logprobs": None})
     return {"id": "chatcmpl-" + secrets.token_hex(12), "object": "chat.completion", "created": int(time.time()),
             "model": body.model, "system_fingerprint": None, "usage": _usage(gens[0].n_prompt_tokens, completion),
-            "choices": [{"index": i, "message": {"role": "assistant", "content": g.text, "refusal": None},
-                         "finish_reason": g.finish_reason, "logprobs": None} for i, g in enumerate(gens)]}
+            "choices": choices}
 
 
 @router.post("/completions", response_model=None)

@@ -165,6 +165,8 @@ class Worker:
         if rc == 0 and run_dir is not None and (run_dir / "final").exists():
             finalize_success(self.store, self.cfg.blob_dir, self.job, run_dir)
         else:
+            if run_dir is not None:  # the steps it did train stay visible
+                record_progress(self.store, self.job, run_dir, finished=True)
             message = _log_tail(self.cfg.jobs_dir / self.job["id"] / "train.log")
             fail_job(self.store, self.job["id"], "training_failed", message)
         self.child = self.job = self.run_dir = None

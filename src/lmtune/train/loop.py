@@ -197,6 +197,7 @@ def fit(
         record = {
             "kind": "train",
             "step": step,
+            "total_steps": n_steps,  # the service reports progress as step/total_steps, as OpenAI does
             "epoch": round(step / plan.steps_per_epoch, 4),
             "loss": step_loss,
             "lr": lr,

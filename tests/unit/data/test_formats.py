@@ -99,13 +99,15 @@ def test_messages_keep_roles_and_weights_and_warn_on_extra_keys():
             {"role": "user", "content": "Again"},
             {"role": "assistant", "content": "Hi", "weight": 1},
         ],
-        "tools": [{"type": "function"}],
+        "tools": [{"type": "function", "function": {"name": "lookup"}}],
+        "source": "forum",
     }
     ex, issues = one(record, "messages")
     assert ex.messages == [
         Message(S, "You are terse."), Message(U, "Hi"), Message(A, "Hello there", 0), Message(U, "Again"), Message(A, "Hi", 1),
     ]
-    assert [(i.code, i.severity, i.field) for i in issues] == [("unknown_key", "warning", "tools")]
+    assert ex.tools == [{"type": "function", "function": {"name": "lookup"}}]  # function calling: docs/data.md
+    assert [(i.code, i.severity, i.field) for i in issues] == [("unknown_key", "warning", "source")]
 
 
 def test_transcript_styles_become_alternating_turns():

@@ -150,3 +150,10 @@ def test_auto_and_unknown_templates():
         resolve_template("tokenizer", tok)
     with pytest.raises(ValueError, match="unknown template"):
         resolve_template("llama2", tok)
+
+
+def test_an_assistant_first_chat_is_a_clear_error_with_the_tokenizer_template():
+    chat = [Message("assistant", "Hello, how can I help?"), Message("user", "Hi")]
+    with pytest.raises(ValueError, match="starts with an assistant turn"):
+        generation_prompt(chat, "tokenizer", byte_tokenizer())
+    assert generation_prompt(chat, "chatml", byte_tokenizer()).startswith("<|im_start|>assistant\nHello")

@@ -206,7 +206,7 @@ def test_format_report_and_json(write):
     text = format_report(report)
     lines = text.splitlines()
     assert lines[0] == f"{path}: FAILED - format messages, 2 rows, 1 examples, 1 errors, 0 warnings"
-    assert lines[1] == f"{path}:2: error unrecognized_role [messages[1].role]: role 'bot' is not one of ['system', 'user', 'assistant']"
+    assert lines[1] == f"{path}:2: error unrecognized_role [messages[1].role]: role 'bot' is not one of ['system', 'user', 'assistant', 'tool']"
     assert "statistics:" in lines and "  examples: 1" in lines
     data = json.loads(json.dumps(report_to_json(report)))
     assert (data["ok"], data["n_errors"], data["format"]) == (False, 1, "messages")

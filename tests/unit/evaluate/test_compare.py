@@ -75,3 +75,17 @@ def test_eval_labels_are_checked_against_the_data_before_training():
         check_eval_labels(RunConfig.model_validate({"eval": {"positive_label": "fear"}}), LABELS)
     with pytest.raises(ValueError, match="eval.metric must be"):
         RunConfig.model_validate({"eval": {"metric": "f2"}})
+
+
+def test_a_tool_calling_answer_is_scored_against_its_calls_with_the_tools_in_the_prompt():
+    from lmtune.data.records import ToolCall
+
+    tools = [{"type": "function", "function": {"name": "get_weather"}}]
+    call = ToolCall("call_1", "get_weather", '{"city": "Oslo"}')
+    example = Example("chat", messages=[Message("user", "Weather in Oslo?"), Message("assistant", "", 1, (call,))],
+                      tools=tools)
+    prompt, reference = prompt_and_reference(example, RunConfig.model_validate({"data": {"template": "chatml"}}),
+                                             byte_tokenizer(), None)
+    assert prompt.startswith("<|im_start|>system\n# Tools") and '"name": "get_weather"' in prompt
+    assert prompt.endswith("Weather in Oslo?<|im_end|>\n<|im_start|>assistant\n")
+    assert reference == '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
