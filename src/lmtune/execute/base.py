@@ -7,6 +7,7 @@ Usage:
     handle.poll()            # None while it runs, then its exit code
     handle.wait(timeout=5)   # the exit code, or None if still running after 5 s
     handle.cancel()          # SIGTERM, then SIGKILL after a grace period
+    executor.submit(..., num_processes=2)   # two data-parallel ranks (accelerate launch; a Ray placement group)
 
 An executor runs `python -m module *args` with stdout and stderr appended to log_path. The exit code
 LOST_EXIT_CODE means the process's machine went away (a Ray node died): nothing is known about how
@@ -52,8 +53,13 @@ class Handle(Protocol):
 class Executor(Protocol):
     """Runs `python -m module *args` somewhere that has the resources."""
 
-    def submit(self, module: str, args: list[str], *, log_path: Path, resources: Resources) -> Handle:
-        """Start the process; its output is appended to log_path."""
+    def submit(self, module: str, args: list[str], *, log_path: Path, resources: Resources,
+               env: dict[str, str] | None = None, num_processes: int = 1) -> Handle:
+        """Start the process; its output is appended to log_path (env: extra variables).
+
+        num_processes > 1 starts that many data-parallel ranks of it (torch.distributed's RANK,
+        WORLD_SIZE, MASTER_ADDR set), each with `resources`; the handle covers them all.
+        """
         ...
 
 

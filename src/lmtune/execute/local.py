@@ -20,8 +20,13 @@ from pathlib import Path
 from lmtune.execute.base import STOP_GRACE_SECONDS, Resources
 
 
-def child_command(module: str, args: list[str]) -> list[str]:
-    """`python -m module *args`, bound to this process's life before the module is even imported."""
+def child_command(module: str, args: list[str], num_processes: int = 1) -> list[str]:
+    """`python -m module *args` (as ranks of `accelerate launch` when num_processes > 1), bound to this
+    process's life before the module is even imported."""
+    if num_processes > 1:
+        from lmtune.train.launch import free_port, launch_args
+
+        module, args = "accelerate.commands.launch", launch_args(num_processes, module, args, free_port())
     return [sys.executable, "-m", "lmtune.execute.lifeline", str(os.getpid()), module, *args]
 
 
@@ -60,11 +65,14 @@ class LocalExecutor:
     """Runs each submitted module as a child process of this one."""
 
     def submit(self, module: str, args: list[str], *, log_path: Path, resources: Resources | None = None,
-               env: dict[str, str] | None = None) -> LocalHandle:
-        """Start `python -m module *args` with output appended to log_path (env: extra variables)."""
+               env: dict[str, str] | None = None, num_processes: int = 1) -> LocalHandle:
+        """Start `python -m module *args` with output appended to log_path (env: extra variables).
+
+        num_processes > 1 starts that many data-parallel ranks of it on this machine (accelerate launch).
+        """
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:  # the child holds its own descriptor; ours can close
-            process = subprocess.Popen(child_command(module, args), stdout=log, stderr=subprocess.STDOUT,
+            process = subprocess.Popen(child_command(module, args, num_processes), stdout=log, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL,
                                        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         return LocalHandle(process)

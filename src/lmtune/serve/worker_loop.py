@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from lmtune.execute.base import LOST_EXIT_CODE, Executor, Handle, Resources, make_executor
 from lmtune.serve.config import ServeConfig
-from lmtune.serve.jobs import build_run_config, claim_next, transition, validate_job_files
+from lmtune.serve.jobs import build_run_config, claim_next, job_processes, transition, validate_job_files
 from lmtune.execute.lifeline import parent_alive
 from lmtune.serve.metrics import HEARTBEAT_SECONDS
 from lmtune.serve.progress import fail_job, finalize_success, record_progress
@@ -115,11 +115,11 @@ class Worker:
             job["metrics_step"] = 0
             self.store.add_event(job["id"], "Fine-tuning job started")
         self.child = self.executor.submit("lmtune.serve.worker", args, log_path=job_dir / "train.log",
-                                          resources=self.resources())
+                                          resources=self.resources(), num_processes=job_processes(job))
         self.job, self.run_dir, self.progress = job, run_dir, []
 
     def resources(self) -> Resources:
-        """What a job asks of the node that trains it: its training threads as CPUs, and the set GPUs."""
+        """What each process of a job asks of its node: its training threads as CPUs, and the set GPUs."""
         return Resources(cpus=float(self.cfg.training_threads or 1), gpus=float(self.cfg.job_gpus))
 
     def _find_run_dir(self) -> Path | None:

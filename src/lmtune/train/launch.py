@@ -37,15 +37,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch_command(num_processes: int, cli_args: list[str], port: int) -> list[str]:
-    """`accelerate launch` of `python -m lmtune.cli *cli_args` as `num_processes` ranks on this machine."""
-    # --multi_gpu is accelerate's multi-process DDP; without GPUs it runs on CPU over gloo.
-    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes),
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-            "--main_process_port", str(port), "-m", "lmtune.cli", *cli_args]
+def launch_args(num_processes: int, module: str, args: list[str], port: int) -> list[str]:
+    """Arguments of `python -m accelerate.commands.launch` running `python -m module *args` as ranks here."""
+    # --multi_gpu is accelerate's multi-process DDP; without GPUs it runs on CPU over gloo. Mixed precision
+    # "no" only sets accelerate's default: each rank's Accelerator takes training.precision.
+    return ["--multi_gpu", "--num_processes", str(num_processes), "--num_machines", "1", "--mixed_precision", "no",
+            "--dynamo_backend", "no", "--main_process_port", str(port), "-m", module, *args]
 
 
 def launch_ranks(num_processes: int, cli_args: list[str]) -> int:
-    """Run the ranks to their end; the exit code of the group (non-zero when any rank failed)."""
-    # mixed precision "no" here only sets accelerate's default: each rank's Accelerator takes training.precision.
-    return subprocess.run(launch_command(num_processes, cli_args, free_port()), check=False).returncode
+    """Run `lmtune *cli_args` as ranks to their end; the group's exit code (non-zero when any rank failed)."""
+    command = [sys.executable, "-m", "accelerate.commands.launch",
+               *launch_args(num_processes, "lmtune.cli", cli_args, free_port())]
+    return subprocess.run(command, check=False).returncode
