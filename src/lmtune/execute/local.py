@@ -5,8 +5,8 @@ Usage:
 
 The child starts as `python -m lmtune.execute.lifeline PID MODULE ARGS`: it asks the kernel for
 SIGKILL when its parent dies (Linux PR_SET_PDEATHSIG) before MODULE is imported, so a worker killed at
-any moment takes its training process with it. The signal follows the *thread* that started the child: submit from a thread that
-lives as long as the process you want to tie it to (the main thread, in lmtune's worker).
+any moment takes its training process with it. The signal follows the *thread* that started the
+child: submit from a thread that lives as long as the process (the main thread, in lmtune's worker).
 `resources` is not enforced locally; the caller sizes threads (training.num_threads) itself.
 """
 
@@ -72,7 +72,7 @@ class LocalExecutor:
         """
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log:  # the child holds its own descriptor; ours can close
-            process = subprocess.Popen(child_command(module, args, num_processes), stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL,
+            process = subprocess.Popen(child_command(module, args, num_processes), stdout=log,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         return LocalHandle(process)

@@ -4,7 +4,7 @@ Usage:
     executor = RayExecutor("auto")          # the cluster `ray start` runs here; or "host:port", "ray://host:port"
     handle = executor.submit("lmtune.serve.worker", ["train", "--config", cfg],
                              log_path=shared / "train.log", resources=Resources(cpus=4, gpus=1))
-    handle.wait(); handle.cancel(); handle.node_id
+    handle.wait(); handle.cancel()
 
 The task starts `python -m module args` as a child process bound to the Ray worker's life (the same
 launcher as the local executor), so when a node dies, its raylet's workers and their training
@@ -120,7 +120,8 @@ class RayGroupHandle:
     """
 
     def __init__(self, executor: RayExecutor, group: PlacementGroup, launch: tuple, rendezvous: ray.ObjectRef):
-        self.executor, self.group, self.launch, self.rendezvous = executor, group, launch, rendezvous
+        self.executor, self.launch, self.rendezvous = executor, launch, rendezvous
+        self.group: PlacementGroup | None = group
         self.ranks: list[RayHandle] = []
         self.result: int | None = None
 
@@ -131,8 +132,9 @@ class RayGroupHandle:
             module, args, log_path, env, resources, num_processes = self.launch
             try:
                 addr, port = ray.get(self.rendezvous)
-            except RayError:
+            except RayError:  # rank 0's node died before the ranks started
                 self.result = LOST_EXIT_CODE
+                self.cancel()
                 return False
             for rank in range(num_processes):
                 # Ray gives each rank only its own GPUs, so every rank is local rank 0 of what it sees.
@@ -169,7 +171,9 @@ class RayGroupHandle:
             rank.cancel()
         if self.result is None:
             self.result = -signal.SIGTERM
-        remove_placement_group(self.group)
+        if self.group is not None:
+            remove_placement_group(self.group)
+            self.group = None
 
 
 class RayExecutor:

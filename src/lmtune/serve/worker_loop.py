@@ -3,9 +3,10 @@
 Usage (python -m lmtune.serve.worker runs this; see lmtune.serve.worker):
     Worker(cfg, index=0).run(parent=server_pid)     # until the server dies
 
-Training runs `lmtune.train.run.run_training` — the code path of `lmtune train` — in a child
-process of the worker, so a cancel or pause can stop it at once (SIGTERM) and a crash cannot take
-the worker down. The worker polls the database for status changes made by the server, and the run
+Training runs `lmtune.train.run.run_training` — the code path of `lmtune train` — in a process
+started through the worker's executor (lmtune.execute: a child process, or a Ray task on some node),
+so a cancel or pause can stop it at once (SIGTERM) and a crash cannot take the worker down. A job
+whose Ray node died goes back to the queue and resumes from its last checkpoint. The worker polls the database for status changes made by the server, and the run
 folder for metrics and checkpoints. Pause waits for the next checkpoint, then stops the child;
 resume (and a server restart) continue from the latest checkpoint with run_training(resume=run_dir).
 A lock file per worker index makes a restarted worker wait until its predecessor has gone.
@@ -21,13 +22,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from lmtune.execute.base import LOST_EXIT_CODE, Executor, Handle, Resources, make_executor
+from lmtune.execute.lifeline import parent_alive
 from lmtune.serve.config import ServeConfig
 from lmtune.serve.jobs import build_run_config, claim_next, job_processes, transition, validate_job_files
-from lmtune.execute.lifeline import parent_alive
 from lmtune.serve.metrics import HEARTBEAT_SECONDS
 from lmtune.serve.progress import fail_job, finalize_success, record_progress
 from lmtune.serve.store import Store
-
 
 
 def _latest_step(run_dir: Path | None) -> int | None:
