@@ -60,6 +60,7 @@ def main() -> None:
     opts = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="lmtune-cluster-bench-"))
     two = run_jobs(2, opts.jobs, opts.steps, out)
+    print(f"2 nodes: {two:.1f} s", flush=True)
     one = run_jobs(1, opts.jobs, opts.steps, out)
     print(f"{opts.jobs} jobs x {opts.steps} steps of tiny-llama: 2 nodes {two:.1f} s, 1 node {one:.1f} s, "
           f"ratio {two / one:.2f} (target <= 0.6)")
