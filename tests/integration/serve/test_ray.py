@@ -127,7 +127,6 @@ def _kill_node_running(cluster, log: Path, pids: list[int]) -> None:
     (node,) = [n for n in cluster.worker_nodes if n.node_id == node_id]
     cluster.remove_node(node, allow_graceful=False)
     cluster.add_node(**NODE_ARGS)
-    cluster.add_node(**NODE_ARGS)  # the later tests find two nodes again
 
 
 def test_a_dead_node_shows_as_lost(cluster, tmp_path):
