@@ -62,7 +62,8 @@ class ServeConfig(BaseModel):
     """Where jobs train: "local", child processes of the workers; "ray", Ray tasks on the cluster's nodes
     (data_dir must then be a path every node reaches; docs/scale.md)."""
     ray_address: str = "auto"
-    """The Ray cluster of executor "ray": "auto" (the one `ray start` runs on this machine) or ray://host:port."""
+    """The Ray cluster of executor "ray": "auto" (the one `ray start` runs on this machine), host:port
+    (its GCS address) or ray://host:port (Ray Client)."""
     job_gpus: float = Field(0.0, ge=0)
     """GPUs each job asks its Ray node for (executor "ray"; its CPUs are training_threads)."""
     start_workers: bool = True
