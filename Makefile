@@ -21,8 +21,9 @@ $(VENV)/.base: pyproject.toml Makefile
 
 # What the tests need besides. The gpu extra (liger-kernel, with Triton, ~1 GB) is installed on CPU
 # machines too: its model patching, and its kernels through Triton's interpreter, are tested there.
+# The cluster extra (Ray) is tested on a Ray cluster of several nodes started on this machine.
 $(VENV)/.installed: $(VENV)/.base
-	$(BIN)/pip install -q -e ".[dev,gpu]" $(TORCH_PIN)
+	$(BIN)/pip install -q -e ".[dev,gpu,cluster]" $(TORCH_PIN)
 	touch $@
 
 # The console's browser tests drive Debian's Chromium (Playwright's own browser download needs a network).

@@ -37,6 +37,10 @@ def _config(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args)  # a bad config fails at once, before the seconds spent importing torch and friends
+    from lmtune.train.launch import launch_ranks, needs_launch
+
+    if needs_launch(cfg.training):
+        return launch_ranks(cfg.training.num_processes, args.argv)
     from lmtune.train.hardware import end_distributed
     from lmtune.train.run import run_training
 
@@ -279,7 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `lmtune` command."""
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = argv  # `lmtune train` with several processes starts each rank with the same arguments
     try:
         return args.func(args)
     except BrokenPipeError:  # `lmtune runs list | head`: the reader left; say nothing more

@@ -251,6 +251,10 @@ class TrainingConfig(Section):
     """Extra experiment trackers besides metrics.jsonl."""
     progress_bar: bool = True
     """Show a progress bar on the terminal."""
+    num_processes: int = Field(1, ge=1)
+    """Data-parallel processes of the run: `lmtune train` starts them through `accelerate launch` (gloo on
+    CPU, one GPU each otherwise). batch_size is per process, so the global batch is batch_size x grad_accum x
+    num_processes; the loss of a step is divided by its supervised tokens over all processes (docs/scale.md)."""
     num_threads: int | None = Field(None, gt=0)
     """CPU threads for PyTorch (null: PyTorch's default, one per core, less the cores that other processes
     keep busy when the run starts, with a warning; docs/training.md)."""

@@ -1,4 +1,7 @@
-"""Two processes under `accelerate launch` (CPU, gloo) give the losses of one process with the same global batch."""
+"""Two processes under `accelerate launch` (CPU, gloo) give the losses of one process with the same global batch.
+
+Both through the loop directly (ddp_worker.py) and through `lmtune train` with training.num_processes=2.
+"""
 
 import json
 import subprocess
@@ -8,6 +11,7 @@ from pathlib import Path
 import pytest
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
@@ -31,3 +35,25 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path):
     assert len(a["losses"]) == 4
     assert a["losses"] == pytest.approx(b["losses"], abs=1e-5)
     assert a["eval"] == pytest.approx(b["eval"], abs=1e-5)
+
+
+def _cli_losses(tmp_path: Path, name: str, *overrides: str) -> list[float]:
+    runs = tmp_path / name
+    sets = [a for o in ("training.max_steps=4", "training.precision=fp32", "training.warmup_ratio=0",
+                        "training.lr_scheduler=constant", "training.eval_every=4", "eval.at_end=false",
+                        "lora.dropout=0",  # each rank draws its own dropout masks: equal only without dropout
+                        "data.max_validation_examples=8", f"output.dir={runs}", *overrides) for a in ("--set", o)]
+    subprocess.run([sys.executable, "-m", "lmtune.cli", "train", "configs/tiny.yaml", *sets], check=True,
+                   timeout=300, cwd=ROOT)
+    (run,) = runs.iterdir()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if "loss" in r]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (ROOT.parent / "shared" / "data").is_dir(), reason="shared data not found")
+def test_lmtune_train_with_num_processes_2_equals_one_process_with_the_same_global_batch(tmp_path):
+    one = _cli_losses(tmp_path, "one", "training.batch_size=4", "training.grad_accum=2")
+    two = _cli_losses(tmp_path, "two", "training.batch_size=4", "training.num_processes=2")
+    assert len(one) == 4
+    assert one == pytest.approx(two, abs=1e-5)

@@ -33,7 +33,8 @@ def resolve_hyperparameters(body: CreateJob, cfg: ServeConfig) -> dict[str, Any]
     """The job's hyperparameters with every "auto" replaced by the server default."""
     given = body.hyperparameters_for().model_dump()
     defaults = {"n_epochs": cfg.default_n_epochs, "batch_size": cfg.default_batch_size,
-                "learning_rate_multiplier": cfg.default_learning_rate_multiplier, "beta": cfg.default_beta}
+                "learning_rate_multiplier": cfg.default_learning_rate_multiplier, "beta": cfg.default_beta,
+                "num_processes": 1}
     return {k: defaults[k] if v == "auto" else v for k, v in given.items()}
 
 
@@ -45,6 +46,12 @@ def method_view(method_type: str, hp: dict[str, Any]) -> dict[str, Any]:
 def fine_tuned_name(base: str, project: str, suffix: str | None, job_id: str) -> str:
     """ft:{base}:{owner}:{suffix}:{id}, as OpenAI names fine-tuned models."""
     return f"ft:{Path(base).name}:{project}:{suffix or ''}:{job_id.removeprefix('ftjob-')}"
+
+
+def job_processes(job: dict[str, Any]) -> int:
+    """The job's data-parallel processes (1 for jobs created before the setting existed)."""
+    method_type = job["method"]["type"]
+    return int(job["method"][method_type]["hyperparameters"].get("num_processes", 1))
 
 
 def build_run_config(job: dict[str, Any], cfg: ServeConfig, train_path: str, valid_path: str | None) -> RunConfig:
@@ -71,6 +78,7 @@ def build_run_config(job: dict[str, Any], cfg: ServeConfig, train_path: str, val
         "training": {
             "epochs": hp["n_epochs"],
             "batch_size": hp["batch_size"],
+            "num_processes": job_processes(job),
             "learning_rate": BASE_LEARNING_RATE * hp["learning_rate_multiplier"],
             "seed": job["seed"],
             "save_every": cfg.checkpoint_every,

@@ -49,7 +49,8 @@ class Range:
 
 # The one definition of the hyperparameters' ranges (the API reference in docs/serve.md quotes them).
 RANGES = {"n_epochs": Range(1, 1000, integer=True), "batch_size": Range(1, 1000, integer=True),
-          "learning_rate_multiplier": Range(0, 100, integer=False), "beta": Range(0, 100, integer=False)}
+          "learning_rate_multiplier": Range(0, 100, integer=False), "beta": Range(0, 100, integer=False),
+          "num_processes": Range(1, 64, integer=True)}
 
 
 def _hyperparameter(name: str) -> Any:
@@ -74,6 +75,8 @@ class Hyperparameters(Body):
     n_epochs: _hyperparameter("n_epochs") = "auto"
     batch_size: _hyperparameter("batch_size") = "auto"
     learning_rate_multiplier: _hyperparameter("learning_rate_multiplier") = "auto"
+    num_processes: _hyperparameter("num_processes") = "auto"
+    """lmtune's own: data-parallel processes of the job (training.num_processes; "auto": 1); batch_size is per process."""
 
 
 class DpoHyperparameters(Hyperparameters):
