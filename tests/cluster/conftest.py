@@ -38,3 +38,9 @@ def store_url(request, tmp_path) -> str:
 @pytest.fixture
 def store(store_url) -> Store:
     return Store(store_url)
+
+
+@pytest.fixture(scope="package")
+def chat_data() -> bytes:
+    """16 chat examples in OpenAI's fine-tuning format."""
+    return _serve_helpers().chat_jsonl()
