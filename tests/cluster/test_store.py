@@ -203,3 +203,22 @@ def test_a_new_database_is_at_the_newest_version(store):
 def test_database_urls():
     assert database_url("postgresql://u@h:5/db") == "postgresql+psycopg://u@h:5/db"
     assert database_url("/srv/x/lmtune.db") == "sqlite:////srv/x/lmtune.db"
+
+
+def _open(url: str, out: multiprocessing.Queue) -> None:
+    Store(url)
+    out.put("ok")
+
+
+@pytest.mark.slow
+def test_replicas_starting_together_on_an_empty_database_migrate_once(store_url):
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_open, args=(store_url, out)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    assert [out.get(timeout=120) for _ in procs] == ["ok"] * 3
+    for p in procs:
+        p.join(30)
+    with Store(store_url).engine.connect() as conn:
+        assert current_version(conn) == "0002"

@@ -54,9 +54,14 @@ def revoke_key(store: Store, key_id: str) -> bool:
     return store.execute("UPDATE keys SET revoked=1 WHERE id=?", (key_id,)) > 0
 
 
+def key_row(store: Store, key: str) -> dict | None:
+    """{"id", "project"} of a valid key, or None."""
+    return store.one("SELECT id, project FROM keys WHERE hash=? AND revoked=0", (hash_key(key),))
+
+
 def project_for_key(store: Store, key: str) -> str | None:
     """The project of a valid key, or None."""
-    row = store.one("SELECT project FROM keys WHERE hash=? AND revoked=0", (hash_key(key),))
+    row = key_row(store, key)
     return row["project"] if row else None
 
 
@@ -71,7 +76,7 @@ def current_project(request: Request) -> str:
     if scheme.lower() != "bearer" or not key.strip():
         raise _unauthorized("You didn't provide an API key. Provide it as 'Authorization: Bearer YOUR_KEY'.")
     store = request.app.state.store
-    row = store.one("SELECT id, project FROM keys WHERE hash=? AND revoked=0", (hash_key(key.strip()),))
+    row = key_row(store, key.strip())
     if row is None:
         raise _unauthorized("Incorrect API key provided.")
     # Only completions spend tokens; a key over its token budget can still manage its files and jobs.

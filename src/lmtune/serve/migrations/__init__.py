@@ -17,6 +17,7 @@ from alembic import command
 from alembic.config import Config
 
 BASELINE = "0001"  # the schema of the unversioned SQLite store
+MIGRATION_LOCK = 0x6C6D74756E65  # "lmtune": the PostgreSQL advisory lock key held while migrating
 
 
 def alembic_config(conn: sa.Connection | None = None) -> Config:
@@ -29,6 +30,9 @@ def alembic_config(conn: sa.Connection | None = None) -> Config:
 
 def upgrade(conn: sa.Connection) -> None:
     """Bring the database on `conn` to the newest schema version (a no-op when it is there)."""
+    if conn.dialect.name == "postgresql":
+        # Replicas starting together: one migrates, the others wait here, then find the schema current.
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
     tables = set(sa.inspect(conn).get_table_names())
     cfg = alembic_config(conn)
     if "jobs" in tables and "alembic_version" not in tables:
