@@ -38,6 +38,9 @@ def test_literal_question_marks_and_percent_signs_survive(store):
     store.add_event("ftjob-a", "100% done? yes")
     store.execute("UPDATE events SET message=? WHERE message LIKE '100%'", ("50% done?",))
     assert [r["message"] for r in store.all("SELECT message FROM events WHERE message LIKE '%?'")] == ["50% done?"]
+    assert store.one("SELECT '5%' AS v, COUNT(*) AS n FROM events")["v"] == "5%"
+    assert store.one("SELECT '5%?' AS v, COUNT(*) AS n FROM events WHERE message=?", ("50% done?",)) == {"v": "5%?",
+                                                                                                       "n": 1}
 
 
 def test_transaction_rolls_back_on_error_and_commits_otherwise(store):
