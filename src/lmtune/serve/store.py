@@ -21,6 +21,7 @@ server that is down raises sqlalchemy.exc.OperationalError (the API answers 503)
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import secrets
@@ -124,6 +125,9 @@ class Store:
         self.path = Path(sa.make_url(self.url).database or "") if self.dialect == "sqlite" else None
         if self.path is not None:
             self._create_private_file(self.path)
+        elif self.dialect == "postgresql" and importlib.util.find_spec("psycopg") is None:
+            raise RuntimeError("database_url is a PostgreSQL database: install its driver with "
+                               "pip install 'lmtune[cluster]' (psycopg 3)")
         self._pid, self._engine = -1, None
         from lmtune.serve.migrations import upgrade
 
