@@ -45,7 +45,8 @@ def test_two_replicas_on_one_database_run_every_job_exactly_once(make_server, fr
     key = make_key(replicas[0], "alpha", fresh_postgres)
     clients = [r.client(key) for r in replicas]
     try:
-        files = [c.files.create(file=(f"facts{i}.jsonl", chat_data), purpose="fine-tune") for i, c in enumerate(clients)]
+        files = [c.files.create(file=(f"facts{i}.jsonl", chat_data), purpose="fine-tune")
+                 for i, c in enumerate(clients)]
         jobs = [clients[i % 2].fine_tuning.jobs.create(model="tiny-llama", training_file=files[i % 2].id,
                                                        method=SHORT, seed=i) for i in range(4)]
         # Any replica answers for any job, whichever replica took the request.

@@ -180,7 +180,8 @@ def test_an_unversioned_sqlite_database_upgrades_without_loss(tmp_path):
         db.execute("INSERT INTO projects VALUES ('alpha', 1)")
         db.execute("INSERT INTO keys (id, project, hash, created_at) VALUES ('key-1', 'alpha', 'h1', 1)")
         db.execute("INSERT INTO jobs (id, project, model, training_file, status, created_at, hyperparameters, "
-                   "method, seed, worker) VALUES ('ftjob-1', 'alpha', 'tiny-llama', 'file-1', 'running', 5, '{}', ?, 7, 0)",
+                   "method, seed, worker) "
+                   "VALUES ('ftjob-1', 'alpha', 'tiny-llama', 'file-1', 'running', 5, '{}', ?, 7, 0)",
                    (json.dumps({"type": "supervised"}),))
         db.execute("INSERT INTO events (id, job_id, created_at, level, message, type) "
                    "VALUES ('ev-1', 'ftjob-1', 6, 'info', 'Fine-tuning job started', 'message')")

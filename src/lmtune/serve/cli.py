@@ -77,7 +77,8 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--host", default=None, help="interface to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default 8000)")
     p.add_argument("--workers", type=int, default=None, help="training worker processes (default 1)")
-    p.add_argument("--database-url", default=None, help="postgresql://... shared by replicas (default: SQLite in the data folder)")
+    p.add_argument("--database-url", default=None,
+                   help="postgresql://... shared by replicas (default: SQLite in the data folder)")
     p.set_defaults(func=cmd_serve)
     return p
 
@@ -93,7 +94,8 @@ def add_keys_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     revoke.add_argument("key_id")
     for sub in (create, actions.choices["list"], revoke):
         sub.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=f"data folder (default {DEFAULT_DATA_DIR})")
-        sub.add_argument("--database-url", default=None, help="the server's postgresql://... database (default: SQLite)")
+        sub.add_argument("--database-url", default=None,
+                         help="the server's postgresql://... database (default: SQLite in the data folder)")
     p.set_defaults(func=cmd_keys)
     return p
 

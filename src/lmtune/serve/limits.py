@@ -56,7 +56,7 @@ def admit(store: Store, cfg: ServeConfig, key_id: str, uses_tokens: bool) -> Non
 
 
 def charge_tokens(store: Store, key_id: str, tokens: int) -> None:
-    """Add a finished completion's tokens to its key's current window (skipped, with a warning, if the database is down)."""
+    """Add a finished completion's tokens to its key's window (skipped, with a warning, if the database is down)."""
     minute = int(time.time() // WINDOW_S)
     try:
         store.execute("INSERT INTO rate_usage (key_id, minute, requests, tokens) VALUES (?, ?, 0, ?) "

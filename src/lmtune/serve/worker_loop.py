@@ -66,7 +66,8 @@ class Worker:
         mine = "worker=? OR worker IS NULL" + (" OR worker>=?" if self.index == 0 else "")
         args = (self.index, self.cfg.workers) if self.index == 0 else (self.index,)
         # Replicas share the database: another replica's running jobs are not this worker's orphans.
-        sql = f"SELECT id FROM jobs WHERE status='running' AND (replica=? OR replica IS NULL) AND ({mine})"  # noqa: S608
+        sql = ("SELECT id FROM jobs WHERE status='running' AND (replica=? OR replica IS NULL) "
+               f"AND ({mine})")  # noqa: S608
         for job in self.store.all(sql, (self.cfg.replica, *args)):
             if transition(self.store, job["id"], "queued", ("running",)):
                 self.store.add_event(job["id"], "The server restarted; the job continues from its last checkpoint")

@@ -1,4 +1,4 @@
-"""The store as lmtune 0.x created it without versions: projects, keys, files, jobs, events, checkpoints, models, workers."""
+"""The store as lmtune made it before migrations: projects, keys, files, jobs, events, checkpoints, models, workers."""
 
 from __future__ import annotations
 
