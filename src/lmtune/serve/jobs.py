@@ -129,14 +129,17 @@ def transition(store: Store, job_id: str, to: str, allowed_from: tuple[str, ...]
     return changed > 0
 
 
-# Per project: jobs running now and when its latest job started (never: 0). Fair order: the project
-# with the fewest running jobs first, then the one that has waited longest since its last start, then
-# FIFO within the project, so a project with many queued jobs cannot hold back another's single job.
-_CANDIDATE = """SELECT j.id, j.project FROM jobs j LEFT JOIN (
-    SELECT project, SUM(CASE WHEN status='running' THEN 1 ELSE 0 END) AS running, MAX(started_at) AS last_start
-    FROM jobs WHERE started_at IS NOT NULL GROUP BY project) p ON p.project = j.project
-  WHERE j.status='queued' AND COALESCE(p.running, 0) < ?{skip}
-  ORDER BY COALESCE(p.running, 0), COALESCE(p.last_start, 0), j.seq LIMIT 1"""
+# Per project with queued jobs (index lookups, not a scan of the whole history): jobs running now and
+# when its latest job started (never: 0). Fair order: the project with the fewest running jobs first,
+# then the one that has waited longest since its last start, then FIFO within the project, so a
+# project with many queued jobs cannot hold back another's single job.
+_CANDIDATE = """SELECT j.id, j.project FROM jobs j JOIN (
+    SELECT q.project,
+      (SELECT COUNT(*) FROM jobs r WHERE r.project = q.project AND r.status = 'running') AS running,
+      COALESCE((SELECT MAX(s.started_at) FROM jobs s WHERE s.project = q.project), 0) AS last_start
+    FROM (SELECT DISTINCT project FROM jobs WHERE status = 'queued') q) p ON p.project = j.project
+  WHERE j.status = 'queued' AND p.running < ?{skip}
+  ORDER BY p.running, p.last_start, j.seq LIMIT 1"""
 
 
 def claim_next(store: Store, worker: int, replica: str | None = None,
