@@ -129,15 +129,16 @@ def transition(store: Store, job_id: str, to: str, allowed_from: tuple[str, ...]
     return changed > 0
 
 
-# Per project with queued jobs (index lookups, not a scan of the whole history): jobs running now and
-# when its latest job started (never: 0). Fair order: the project with the fewest running jobs first,
+# Per project with queued jobs, computed once (MATERIALIZED: not again for every queued job) by index
+# lookups, not a scan of the whole history: jobs running now and when its latest job started (never: 0). Fair order: the project with the fewest running jobs first,
 # then the one that has waited longest since its last start, then FIFO within the project, so a
 # project with many queued jobs cannot hold back another's single job.
-_CANDIDATE = """SELECT j.id, j.project FROM jobs j JOIN (
+_CANDIDATE = """WITH p AS MATERIALIZED (
     SELECT q.project,
       (SELECT COUNT(*) FROM jobs r WHERE r.project = q.project AND r.status = 'running') AS running,
       COALESCE((SELECT MAX(s.started_at) FROM jobs s WHERE s.project = q.project), 0) AS last_start
-    FROM (SELECT DISTINCT project FROM jobs WHERE status = 'queued') q) p ON p.project = j.project
+    FROM (SELECT DISTINCT project FROM jobs WHERE status = 'queued') q)
+  SELECT j.id, j.project FROM jobs j JOIN p ON p.project = j.project
   WHERE j.status = 'queued' AND p.running < ?{skip}
   ORDER BY p.running, p.last_start, j.seq LIMIT 1"""
 
