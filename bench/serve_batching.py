@@ -135,7 +135,7 @@ def pool_memory(folder: Path, n_adapters: int) -> dict:
 
     serve_cfg = ServeConfig(data_dir=str(folder / "serve"), adapter_cache_size=n_adapters, base_models=[BASE])
     serve_cfg.root.mkdir(parents=True)
-    store = Store(serve_cfg.db_path)
+    store = Store(serve_cfg.database)
     for i in range(n_adapters):
         store.execute("INSERT INTO models (id, project, created_at, base, job_id, path) VALUES (?, 'b', 0, ?, ?, ?)",
                       (f"ft:{BASE}:b::{i}", BASE, f"job-{i}", str(folder / f"run{i}")))

@@ -126,7 +126,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     # Workers may run elsewhere: absolute path; the thread split is resolved once, for server and workers.
     cfg = cfg.model_copy(update={"data_dir": str(cfg.root)}).with_thread_split()
     cfg.save()
-    store = Store(cfg.db_path)
+    store = Store(cfg.database)
     metrics = ServiceMetrics(store)
 
     @asynccontextmanager

@@ -19,6 +19,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from lmtune.serve.errors import APIError
+from lmtune.serve.limits import admit
 from lmtune.serve.store import Store, new_id, now
 
 KEY_PREFIX = "sk-lmt-"
@@ -37,7 +38,7 @@ def create_key(store: Store, project: str) -> str:
         raise ValueError(f"project name {project!r}: use 1-64 letters, digits, '_', '.' or '-'")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     with store.tx() as db:
-        db.execute("INSERT OR IGNORE INTO projects (name, created_at) VALUES (?, ?)", (project, now()))
+        db.execute("INSERT INTO projects (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING", (project, now()))
         db.execute("INSERT INTO keys (id, project, hash, created_at) VALUES (?, ?, ?, ?)",
                    (new_id("key"), project, hash_key(key), now()))
     return key
@@ -53,9 +54,14 @@ def revoke_key(store: Store, key_id: str) -> bool:
     return store.execute("UPDATE keys SET revoked=1 WHERE id=?", (key_id,)) > 0
 
 
+def key_row(store: Store, key: str) -> dict | None:
+    """{"id", "project"} of a valid key, or None."""
+    return store.one("SELECT id, project FROM keys WHERE hash=? AND revoked=0", (hash_key(key),))
+
+
 def project_for_key(store: Store, key: str) -> str | None:
     """The project of a valid key, or None."""
-    row = store.one("SELECT project FROM keys WHERE hash=? AND revoked=0", (hash_key(key),))
+    row = key_row(store, key)
     return row["project"] if row else None
 
 
@@ -64,16 +70,19 @@ def _unauthorized(message: str) -> APIError:
 
 
 def current_project(request: Request) -> str:
-    """FastAPI dependency: the project of the request's Bearer key, else 401 in OpenAI's shape."""
+    """FastAPI dependency: the project of the request's Bearer key, else 401 (or 429 over a rate limit)."""
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise _unauthorized("You didn't provide an API key. Provide it as 'Authorization: Bearer YOUR_KEY'.")
-    project = project_for_key(request.app.state.store, key.strip())
-    if project is None:
+    store = request.app.state.store
+    row = key_row(store, key.strip())
+    if row is None:
         raise _unauthorized("Incorrect API key provided.")
-    request.state.project = project
-    return project
+    # Only completions spend tokens; a key over its token budget can still manage its files and jobs.
+    admit(store, request.app.state.cfg, row["id"], uses_tokens=request.url.path.endswith("completions"))
+    request.state.project, request.state.key_id = row["project"], row["id"]
+    return row["project"]
 
 
 Project = Annotated[str, Depends(current_project)]

@@ -1,7 +1,7 @@
 """Command-line entry points: `lmtune serve` and `lmtune keys`.
 
 Usage (wired into lmtune's CLI with add_serve_parser(sub) and add_keys_parser(sub)):
-    lmtune serve --data-dir /srv/lmtune --host 0.0.0.0 --port 8000 [--config serve.yaml]
+    lmtune serve --data-dir /srv/lmtune --host 0.0.0.0 --port 8000 [--config serve.yaml] [--database-url URL]
     lmtune keys create --project research [--data-dir /srv/lmtune]    # prints the key once
     lmtune keys list [--data-dir DIR]
     lmtune keys revoke KEY_ID [--data-dir DIR]
@@ -30,25 +30,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.umask(PRIVATE_UMASK)  # database, logs, runs and caches private to this user; workers inherit it
 
     data_dir = args.data_dir or (None if args.config else DEFAULT_DATA_DIR)  # a config file may name it
-    cfg = load_serve_config(args.config, data_dir=data_dir, host=args.host, port=args.port, workers=args.workers)
+    cfg = load_serve_config(args.config, data_dir=data_dir, host=args.host, port=args.port, workers=args.workers,
+                            database_url=args.database_url)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # uvicorn's access log prints the raw request line only; our request log adds model, tokens, latency.
     uvicorn.run(create_app(cfg), host=cfg.host, port=cfg.port, access_log=False, log_level="info")
     return 0
 
 
-def _store(data_dir: str):
+def _store(data_dir: str, database_url: str | None):
     from lmtune.serve.config import ServeConfig
     from lmtune.serve.store import Store
 
-    return Store(ServeConfig(data_dir=data_dir).db_path)
+    return Store(ServeConfig(data_dir=data_dir, database_url=database_url).database)
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
     """Create, list or revoke API keys."""
     from lmtune.serve.auth import create_key, list_keys, revoke_key
 
-    store = _store(args.data_dir)
+    store = _store(args.data_dir, args.database_url)
     if args.action == "create":
         try:
             print(create_key(store, args.project))
@@ -76,6 +77,8 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--host", default=None, help="interface to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default 8000)")
     p.add_argument("--workers", type=int, default=None, help="training worker processes (default 1)")
+    p.add_argument("--database-url", default=None,
+                   help="postgresql://... shared by replicas (default: SQLite in the data folder)")
     p.set_defaults(func=cmd_serve)
     return p
 
@@ -91,6 +94,8 @@ def add_keys_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     revoke.add_argument("key_id")
     for sub in (create, actions.choices["list"], revoke):
         sub.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=f"data folder (default {DEFAULT_DATA_DIR})")
+        sub.add_argument("--database-url", default=None,
+                         help="the server's postgresql://... database (default: SQLite in the data folder)")
     p.set_defaults(func=cmd_keys)
     return p
 

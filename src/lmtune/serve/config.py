@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,6 +47,8 @@ class ServeConfig(BaseModel):
 
     data_dir: str = "lmtune-data"
     """Folder holding the SQLite database, uploaded files (blobs/), runs/ and per-job logs (jobs/)."""
+    database_url: str | None = Field(None, pattern=r"^postgres(ql)?(\+psycopg)?://")
+    """PostgreSQL database shared by several replicas, e.g. postgresql://lmtune@db/lmtune (null: SQLite in data_dir)."""
     host: str = "127.0.0.1"
     """Interface to listen on."""
     port: int = Field(8000, ge=0, le=65535)
@@ -57,7 +60,7 @@ class ServeConfig(BaseModel):
     base_models: list[str] = Field(default_factory=lambda: ["smollm2-135m-instruct", "tiny-llama"])
     """Base models that can be fine-tuned and served (built-in names or local folders)."""
     workers: int = Field(1, ge=1)
-    """Worker processes; each trains one job at a time, taking queued jobs oldest first."""
+    """Worker processes; each trains one job at a time, taking queued jobs fairly across projects (docs/scale.md)."""
     executor: Literal["local", "ray"] = "local"
     """Where jobs train: "local", child processes of the workers; "ray", Ray tasks on the cluster's nodes
     (data_dir must then be a path every node reaches; docs/scale.md)."""
@@ -90,6 +93,12 @@ class ServeConfig(BaseModel):
     """PyTorch threads used by the server for generation (null: the default split, a quarter of the cores, 1-8)."""
     max_tokens_limit: int = Field(2048, gt=0)
     """Largest max_tokens a completion request may ask for."""
+    max_running_jobs_per_project: int | None = Field(None, gt=0)
+    """Jobs of one project that may train at once (null: as many as there are workers); the rest wait queued."""
+    requests_per_minute: int | None = Field(None, gt=0)
+    """Requests one API key may make per minute (null: unlimited); more get 429 with retry-after."""
+    tokens_per_minute: int | None = Field(None, gt=0)
+    """Prompt plus completion tokens one API key may use per minute on completions (null: unlimited)."""
     poll_seconds: float = Field(0.5, gt=0)
     """How often a worker looks for new jobs, cancellations, metrics and checkpoints."""
     console: bool = True
@@ -108,6 +117,16 @@ class ServeConfig(BaseModel):
     def db_path(self) -> Path:
         """The SQLite database file."""
         return self.root / "lmtune.db"
+
+    @property
+    def database(self) -> str:
+        """What the Store opens: database_url, else the SQLite file in the data folder."""
+        return self.database_url or str(self.db_path)
+
+    @property
+    def replica(self) -> str:
+        """This server's name among replicas sharing a database: host and data folder."""
+        return f"{socket.gethostname()}:{self.root}"
 
     @property
     def blob_dir(self) -> Path:

@@ -2,7 +2,7 @@
 
 Usage:
     raise APIError(404, "No such file: file-abc", param="file_id", code="not_found")
-    install_handlers(app)      # APIError, request validation, unknown routes and crashes
+    install_handlers(app)      # APIError, request validation, unknown routes, database down (503), crashes
 
 Every error body is {"error": {"message", "type", "param", "code"}}. Request validation errors
 (FastAPI's 422) become 400 invalid_request_error naming the offending parameter, as OpenAI does.
@@ -15,9 +15,11 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("lmtune.serve")
+DATABASE_RETRY_AFTER_S = 2
 
 TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "invalid_request_error",
          404: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error",
@@ -28,9 +30,10 @@ class APIError(Exception):
     """An error answered to the client with `status` and OpenAI's error object."""
 
     def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 type_: str | None = None):
+                 type_: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
+        self.headers = headers or {}  # e.g. retry-after on 429
         self.type = type_ or TYPES.get(status, "invalid_request_error")
 
 
@@ -46,7 +49,8 @@ def error_body(status: int, message: str, type_: str, param: str | None, code: s
 
 def error_response(err: APIError) -> JSONResponse:
     """The JSON response of an APIError."""
-    return JSONResponse(error_body(err.status, err.message, err.type, err.param, err.code), status_code=err.status)
+    return JSONResponse(error_body(err.status, err.message, err.type, err.param, err.code), status_code=err.status,
+                        headers=err.headers)
 
 
 def _param(loc: tuple) -> str | None:
@@ -88,6 +92,13 @@ async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:
     return error_response(api)
 
 
+async def _database_down(request: Request, err: Exception) -> JSONResponse:
+    # Nothing was acknowledged, so the client may simply retry (the official client does on 503).
+    log.warning("database unavailable on %s: %s", request.url.path, str(err).splitlines()[0])
+    return error_response(APIError(503, "The service's database is unavailable; please retry shortly.",
+                                   code="database_unavailable", headers={"retry-after": str(DATABASE_RETRY_AFTER_S)}))
+
+
 async def _crash(request: Request, err: Exception) -> JSONResponse:
     log.exception("unhandled error on %s", request.url.path)
     return error_response(APIError(500, "The server had an error while processing your request.",
@@ -99,4 +110,6 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(APIError, _api_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]
+    for kind in (OperationalError, InterfaceError):  # connection refused, lost, or the server shutting down
+        app.add_exception_handler(kind, _database_down)
     app.add_exception_handler(Exception, _crash)

@@ -8,7 +8,8 @@ Usage:
     job_view(row)                                           # the fine_tuning.job object
 
 Status: validating_files -> queued -> running -> succeeded | failed | cancelled, and running/queued
--> paused -> queued (resume). The jobs table is the queue: queued jobs run oldest first.
+-> paused -> queued (resume). The jobs table is the queue: claim_next takes queued jobs fairly
+across projects, oldest first within a project.
 """
 
 from __future__ import annotations
@@ -136,14 +137,50 @@ def transition(store: Store, job_id: str, to: str, allowed_from: tuple[str, ...]
     return changed > 0
 
 
-def claim_next(store: Store, worker: int) -> dict[str, Any] | None:
-    """Atomically take the oldest queued job for `worker` (status running), or None."""
+# Per project with queued jobs, computed once (MATERIALIZED: not again for every queued job) by index
+# lookups, not a scan of the whole history: jobs running now and when its latest job started (never: 0). Fair order: the project with the fewest running jobs first,
+# then the one that has waited longest since its last start, then FIFO within the project, so a
+# project with many queued jobs cannot hold back another's single job.
+_CANDIDATE = """WITH p AS MATERIALIZED (
+    SELECT q.project,
+      (SELECT COUNT(*) FROM jobs r WHERE r.project = q.project AND r.status = 'running') AS running,
+      COALESCE((SELECT MAX(s.started_at) FROM jobs s WHERE s.project = q.project), 0) AS last_start
+    FROM (SELECT DISTINCT project FROM jobs WHERE status = 'queued') q)
+  SELECT j.id, j.project FROM jobs j JOIN p ON p.project = j.project
+  WHERE j.status = 'queued' AND p.running < ?{skip}
+  ORDER BY p.running, p.last_start, j.seq LIMIT 1"""
+
+
+def claim_next(store: Store, worker: int, replica: str | None = None,
+               max_per_project: int | None = None) -> dict[str, Any] | None:
+    """Atomically take the next queued job, fairly across projects, for `worker` (status running), or None.
+
+    At most `max_per_project` jobs of one project run at once. Atomic across processes and machines:
+    on SQLite the write transaction holds the database's write lock; on PostgreSQL the candidate row
+    is locked with FOR UPDATE SKIP LOCKED (concurrent claimers take different jobs without waiting)
+    and the project's running count is re-read under a per-project transaction lock.
+    """
+    limit = max_per_project or 2**31 - 1
+    skipped: list[str] = []
     with store.tx() as db:
-        row = db.execute("SELECT id FROM jobs WHERE status='queued' ORDER BY seq LIMIT 1").fetchone()
-        if row is None:
-            return None
-        db.execute("UPDATE jobs SET status='running', worker=?, started_at=COALESCE(started_at, ?) WHERE id=?",
-                   (worker, now(), row["id"]))
+        postgres = db.dialect == "postgresql"
+        while True:
+            skip = f" AND j.project NOT IN ({', '.join('?' for _ in skipped)})" if skipped else ""
+            sql = _CANDIDATE.format(skip=skip) + (" FOR UPDATE OF j SKIP LOCKED" if postgres else "")
+            row = db.execute(sql, (limit, *skipped)).fetchone()
+            if row is None:
+                return None
+            if not postgres:
+                break
+            # Two replicas may both have counted the project's running jobs before either committed.
+            db.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (row["project"],))
+            running = db.execute("SELECT COUNT(*) AS n FROM jobs WHERE project=? AND status='running'",
+                                 (row["project"],)).fetchone()["n"]
+            if running < limit:
+                break
+            skipped.append(row["project"])
+        db.execute("UPDATE jobs SET status='running', worker=?, replica=?, started_at=COALESCE(started_at, ?) "
+                   "WHERE id=?", (worker, replica, now(), row["id"]))
     return store.one("SELECT * FROM jobs WHERE id=?", (row["id"],))
 
 

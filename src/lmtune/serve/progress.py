@@ -141,7 +141,8 @@ def finalize_success(store: Store, blob_dir: Path, job: dict[str, Any], run_dir:
     with store.tx() as db:
         db.execute("INSERT INTO files (id, project, filename, purpose, bytes, created_at, path) VALUES (?,?,?,?,?,?,?)",
                    (file_id, job["project"], "step_metrics.csv", "fine-tune-results", len(data), created, str(path)))
-        db.execute("INSERT OR IGNORE INTO models (id, project, created_at, base, job_id, path) VALUES (?,?,?,?,?,?)",
+        db.execute("INSERT INTO models (id, project, created_at, base, job_id, path) VALUES (?,?,?,?,?,?) "
+                   "ON CONFLICT DO NOTHING",
                    (model_id, job["project"], created, job["model"], job["id"], str(run_dir)))
         db.execute("UPDATE jobs SET status='succeeded', finished_at=?, fine_tuned_model=?, trained_tokens=?, "
                    "result_files=?, run_dir=? WHERE id=?",

@@ -24,6 +24,7 @@ from lmtune.serve.chat_tools import answer_message, forced_call_prefix, prompt_t
 from lmtune.serve.checkpoint_models import find_checkpoint
 from lmtune.serve.errors import APIError, error_body, log, not_found
 from lmtune.serve.inference import Loaded, StreamEnd
+from lmtune.serve.limits import charge_tokens
 from lmtune.serve.purge import purge_model
 from lmtune.serve.query import refuse_unknown_query
 from lmtune.serve.schemas import ChatRequest, CompletionRequest, Sampling
@@ -94,10 +95,12 @@ def _load(request: Request, project: str, body: Sampling) -> Loaded:
     return request.app.state.pool.get(body.model, project)
 
 
-def _count(request: Request, model_id: str, tokens: int) -> None:
+def _count(request: Request, model_id: str, tokens: int, prompt_tokens: int) -> None:
     kind = "base" if model_id in request.app.state.cfg.base_models else "fine_tuned"
     request.app.state.metrics.tokens.labels(kind=kind).inc(tokens)
     request.state.tokens = tokens
+    if request.app.state.cfg.tokens_per_minute is not None:
+        charge_tokens(request.app.state.store, request.state.key_id, prompt_tokens + tokens)
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -169,7 +172,7 @@ def _stream(request: Request, loaded: Loaded, body: Sampling, prompts: list[str]
                             first_token.observe(time.perf_counter() - started)
                             timed = True
                         yield chunk([choice(index, piece, None)])
-        _count(request, body.model, completion_tokens)
+        _count(request, body.model, completion_tokens, prompt_tokens)
         if with_usage:
             yield chunk([], _usage(prompt_tokens, completion_tokens))
         yield "data: [DONE]\n\n"
@@ -196,7 +199,7 @@ def chat_completions(request: Request, project: Project, body: ChatRequest) -> d
         return _stream(request, loaded, body, [prompt], opts, chat=True, started=started)
     gens = loaded.complete([prompt] * body.n, **opts)
     completion = sum(g.n_new_tokens for g in gens)
-    _count(request, body.model, completion)
+    _count(request, body.model, completion, gens[0].n_prompt_tokens)
     choices = []
     for i, g in enumerate(gens):
         message, finish = answer_message(prefix + g.text, g.finish_reason, tools, body.response_format, prefix,
@@ -221,7 +224,7 @@ def completions(request: Request, project: Project, body: CompletionRequest) -> 
     gens = loaded.complete([p for p in prompts for _ in range(body.n)], **opts)
     completion = sum(g.n_new_tokens for g in gens)
     prompt_tokens = sum(g.n_prompt_tokens for g in gens[:: body.n])
-    _count(request, body.model, completion)
+    _count(request, body.model, completion, prompt_tokens)
     return {"id": "cmpl-" + secrets.token_hex(12), "object": "text_completion", "created": int(time.time()),
             "model": body.model, "system_fingerprint": None, "usage": _usage(prompt_tokens, completion),
             "choices": [{"index": i, "text": g.text, "finish_reason": g.finish_reason, "logprobs": None}

@@ -1,65 +1,44 @@
-"""The service's metadata in SQLite: projects, API keys, files, jobs, events, checkpoints, models.
+"""The service's metadata: projects, API keys, files, jobs, events, checkpoints, models, rate usage.
 
 Usage:
-    store = Store(cfg.db_path)                 # creates the schema on first use
-    with store.tx() as db:                     # BEGIN IMMEDIATE ... COMMIT (durable on return)
+    store = Store(cfg.database)                # a SQLite file path, or postgresql://user@host/db
+    with store.tx() as db:                     # one write transaction, committed when the block succeeds
         db.execute("UPDATE jobs SET status=? WHERE id=?", ("queued", job_id))
     store.one("SELECT * FROM jobs WHERE id=?", (job_id,))      # a dict, or None
     rows, has_more = store.page("jobs", "project=?", (p,), after=None, limit=20, order="desc")
 
-WAL mode lets the server read while a worker writes; synchronous=FULL makes every commit durable
-before the response that acknowledges it is sent. Each call opens its own connection, so the store
-is safe to share between threads and processes. JSON columns (names in JSON_COLUMNS) are decoded.
+SQL is written once, with `?` placeholders, in the SQL both backends speak; SQLAlchemy 2 Core
+runs it on SQLite (the default: the data folder's file, nothing to set up) or PostgreSQL (several
+replicas on one database; `pip install lmtune[cluster]`). The schema is versioned by Alembic
+(lmtune.serve.migrations), upgraded when a Store is made.
+
+SQLite: WAL lets the server read while a worker writes; synchronous=FULL makes every commit durable
+before the response that acknowledges it; a write transaction takes the write lock at once (BEGIN
+IMMEDIATE), which also serialises job claims. PostgreSQL: commits are durable by default; pooled
+connections are checked before use, so a restarted server is reconnected to transparently, and a
+server that is down raises sqlalchemy.exc.OperationalError (the API answers 503).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import secrets
-import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, CursorResult
+from sqlalchemy.pool import NullPool
+
 from lmtune.serve.config import PRIVATE_DIR, PRIVATE_FILE
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS projects (name TEXT PRIMARY KEY, created_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS keys (
-    id TEXT PRIMARY KEY, project TEXT NOT NULL REFERENCES projects(name), hash TEXT NOT NULL UNIQUE,
-    created_at INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS files (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, project TEXT NOT NULL,
-    filename TEXT NOT NULL, purpose TEXT NOT NULL, bytes INTEGER NOT NULL, created_at INTEGER NOT NULL,
-    path TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'processed', deleted INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, project TEXT NOT NULL,
-    model TEXT NOT NULL, training_file TEXT NOT NULL, validation_file TEXT, status TEXT NOT NULL,
-    created_at INTEGER NOT NULL, started_at INTEGER, finished_at INTEGER, fine_tuned_model TEXT,
-    trained_tokens INTEGER, error TEXT, hyperparameters TEXT NOT NULL, method TEXT NOT NULL,
-    seed INTEGER NOT NULL, suffix TEXT, metadata TEXT, result_files TEXT NOT NULL DEFAULT '[]',
-    run_dir TEXT, worker INTEGER, metrics_step INTEGER NOT NULL DEFAULT 0, pause_step INTEGER);
-CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, seq);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, job_id TEXT NOT NULL,
-    created_at INTEGER NOT NULL, level TEXT NOT NULL, message TEXT NOT NULL, type TEXT NOT NULL,
-    data TEXT);
-CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq);
-CREATE TABLE IF NOT EXISTS checkpoints (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, job_id TEXT NOT NULL,
-    created_at INTEGER NOT NULL, step INTEGER NOT NULL, metrics TEXT NOT NULL, model_name TEXT NOT NULL,
-    UNIQUE (job_id, step));
-CREATE TABLE IF NOT EXISTS models (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, project TEXT NOT NULL,
-    created_at INTEGER NOT NULL, base TEXT NOT NULL, job_id TEXT NOT NULL, path TEXT NOT NULL,
-    deleted INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS workers (
-    idx INTEGER PRIMARY KEY, pid INTEGER NOT NULL, heartbeat REAL NOT NULL, job_id TEXT, steps_per_second REAL);
-"""
-
 JSON_COLUMNS = {"error", "hyperparameters", "method", "metadata", "result_files", "data", "metrics"}
+BUSY_TIMEOUT_MS = 30_000  # SQLite: how long a writer waits for the write lock
+CONNECT_TIMEOUT_S = 5  # PostgreSQL: a server that does not answer fails the request fast (503), not after minutes
 
 
 def new_id(prefix: str) -> str:
@@ -72,7 +51,7 @@ def now() -> int:
     return int(time.time())
 
 
-def _decode(row: sqlite3.Row | None) -> dict[str, Any] | None:
+def _decode(row: Any) -> dict[str, Any] | None:
     if row is None:
         return None
     out = dict(row)
@@ -87,41 +66,132 @@ def encode(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
 
 
-class Store:
-    """Connections to one SQLite database file; creates the schema on construction."""
+def database_url(target: str | Path) -> str:
+    """The SQLAlchemy URL of a SQLite file path or a postgresql:// URL (psycopg 3 as the driver)."""
+    text = str(target)
+    if text.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + text.split("://", 1)[1]
+    if "://" in text:
+        return text  # already a SQLAlchemy URL (sqlite:///..., postgresql+psycopg://...)
+    return f"sqlite:///{Path(text).expanduser().resolve()}"
 
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+
+def _driver_sql(sql: str, paramstyle: str) -> str:
+    """`?` placeholders in the driver's style: SQLite takes them as they are, psycopg wants %s (and %%)."""
+    if paramstyle == "qmark":
+        return sql
+    out, quoted = [], False
+    for ch in sql:
+        if ch == "'":
+            quoted = not quoted
+        out.append("%%" if ch == "%" else "%s" if ch == "?" and not quoted else ch)
+    return "".join(out)
+
+
+class Result:
+    """What Tx.execute returns: the rows (as read-only mappings) and how many rows a write changed."""
+
+    def __init__(self, result: CursorResult):
+        self.rowcount = result.rowcount
+        self._rows = list(result.mappings()) if result.returns_rows else []
+
+    def fetchone(self) -> Any:
+        """The first row (row["col"]), or None."""
+        return self._rows[0] if self._rows else None
+
+    def fetchall(self) -> list[Any]:
+        """Every row."""
+        return list(self._rows)
+
+
+class Tx:
+    """One open transaction: execute(sql, params) with `?` placeholders, as sqlite3's connection takes them."""
+
+    def __init__(self, conn: Connection, paramstyle: str):
+        self.conn, self.paramstyle = conn, paramstyle
+        self.dialect = conn.dialect.name
+
+    def execute(self, sql: str, params: tuple = ()) -> Result:
+        """Run one statement inside the transaction."""
+        return Result(self.conn.exec_driver_sql(_driver_sql(sql, self.paramstyle), tuple(params)))
+
+
+class Store:
+    """The service's database (SQLite file or PostgreSQL URL); brings its schema up to date on construction."""
+
+    def __init__(self, target: str | Path):
+        self.url = database_url(target)
+        self.dialect = sa.make_url(self.url).get_backend_name()
+        self.path = Path(sa.make_url(self.url).database or "") if self.dialect == "sqlite" else None
+        if self.path is not None:
+            self._create_private_file(self.path)
+        elif self.dialect == "postgresql" and importlib.util.find_spec("psycopg") is None:
+            raise RuntimeError("database_url is a PostgreSQL database: install its driver with "
+                               "pip install 'lmtune[cluster]' (psycopg 3)")
+        self._pid, self._engine = -1, None
+        from lmtune.serve.migrations import upgrade
+
+        with self._engine_for_pid().connect().execution_options(write=True) as conn, conn.begin():
+            upgrade(conn)
+
+    @staticmethod
+    def _create_private_file(path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
         # Key hashes and metadata: private to the user, also when `lmtune keys` creates it (no umask set);
         # SQLite gives the -wal and -shm files the database file's mode.
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE))
-        self.path.chmod(PRIVATE_FILE)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the database file
-            db.executescript(SCHEMA)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE))
+        path.chmod(PRIVATE_FILE)
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA synchronous=FULL")  # per connection: fsync the WAL at every commit
-        db.execute("PRAGMA busy_timeout=30000")
-        return db
+    def _engine_for_pid(self) -> sa.Engine:
+        """The engine of this process: pooled connections must never cross a fork."""
+        if self._engine is None or self._pid != os.getpid():
+            if self._engine is not None:
+                self._engine.dispose(close=False)  # the parent's connections stay the parent's
+            self._engine, self._pid = self._make_engine(), os.getpid()
+        return self._engine
+
+    def _make_engine(self) -> sa.Engine:
+        if self.dialect == "sqlite":
+            # A connection per use, as before: cheap for a file, and safe across threads and processes.
+            engine = sa.create_engine(self.url, poolclass=NullPool,
+                                      connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "isolation_level": None})
+
+            @sa.event.listens_for(engine, "connect")
+            def _pragmas(dbapi_conn: Any, _: Any) -> None:
+                dbapi_conn.execute("PRAGMA journal_mode=WAL")  # stored in the file: a no-op after the first time
+                dbapi_conn.execute("PRAGMA synchronous=FULL")  # per connection: fsync the WAL at every commit
+                dbapi_conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+            @sa.event.listens_for(engine, "begin")
+            def _begin(conn: Connection) -> None:
+                # pysqlite would defer BEGIN to the first write; writers take the lock up front instead.
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
+
+            return engine
+        return sa.create_engine(self.url, pool_pre_ping=True, pool_size=5, max_overflow=10,
+                                connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The SQLAlchemy engine (for this process)."""
+        return self._engine_for_pid()
+
+    @property
+    def paramstyle(self) -> str:
+        """The driver's placeholder style (qmark for SQLite, pyformat for psycopg)."""
+        return self.engine.dialect.paramstyle
 
     @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction taken at once (BEGIN IMMEDIATE), committed when the block succeeds."""
-        db = self._connect()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        finally:
-            db.close()
+    def tx(self) -> Iterator[Tx]:
+        """A write transaction (SQLite: BEGIN IMMEDIATE), committed when the block succeeds, else rolled back."""
+        with self.engine.connect().execution_options(write=True) as conn, conn.begin():
+            yield Tx(conn, self.paramstyle)
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        """A read-only transaction: one consistent snapshot for several queries."""
+        with self.engine.connect() as conn, conn.begin():
+            yield Tx(conn, self.paramstyle)
 
     def execute(self, sql: str, params: tuple = ()) -> int:
         """Run one write statement in its own transaction; returns the number of rows changed."""
@@ -130,19 +200,13 @@ class Store:
 
     def one(self, sql: str, params: tuple = ()) -> dict[str, Any] | None:
         """The first row of a query as a dict (JSON columns decoded), or None."""
-        db = self._connect()
-        try:
+        with self.read() as db:
             return _decode(db.execute(sql, params).fetchone())
-        finally:
-            db.close()
 
     def all(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
         """Every row of a query as dicts."""
-        db = self._connect()
-        try:
+        with self.read() as db:
             return [_decode(r) for r in db.execute(sql, params).fetchall()]  # type: ignore[misc]
-        finally:
-            db.close()
 
     def insert(self, table: str, row: dict[str, Any]) -> None:
         """Insert one row (dict and list values are stored as JSON)."""
@@ -172,7 +236,7 @@ class Store:
         return rows[:limit], len(rows) > limit
 
     def add_event(self, job_id: str, message: str, level: str = "info", kind: str = "message",
-                  data: dict[str, Any] | None = None, db: sqlite3.Connection | None = None) -> None:
+                  data: dict[str, Any] | None = None, db: Tx | None = None) -> None:
         """Append an event to a job's log (inside the transaction `db` when given)."""
         sql = "INSERT INTO events (id, job_id, created_at, level, message, type, data) VALUES (?, ?, ?, ?, ?, ?, ?)"
         params = (new_id("ftevent"), job_id, now(), level, message, kind, encode(data))
@@ -180,3 +244,9 @@ class Store:
             db.execute(sql, params)
         else:
             self.execute(sql, params)
+
+    def close(self) -> None:
+        """Close this process's pooled connections (a later call opens new ones)."""
+        if self._engine is not None and self._pid == os.getpid():
+            self._engine.dispose()
+        self._engine = None

@@ -14,12 +14,14 @@ A lock file per worker index makes a restarted worker wait until its predecessor
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy.exc import OperationalError
 
 from lmtune.execute.base import LOST_EXIT_CODE, Executor, Handle, Resources, make_executor
 from lmtune.execute.lifeline import parent_alive
@@ -28,6 +30,8 @@ from lmtune.serve.jobs import build_run_config, claim_next, job_processes, trans
 from lmtune.serve.metrics import HEARTBEAT_SECONDS
 from lmtune.serve.progress import fail_job, finalize_success, record_progress
 from lmtune.serve.store import Store
+
+log = logging.getLogger("lmtune.serve.worker")
 
 
 def _latest_step(run_dir: Path | None) -> int | None:
@@ -49,7 +53,7 @@ class Worker:
 
     def __init__(self, cfg: ServeConfig, index: int = 0, executor: Executor | None = None):
         self.cfg, self.index = cfg, index
-        self.store = Store(cfg.db_path)
+        self.store = Store(cfg.database)
         self.executor = executor or make_executor(cfg.executor, cfg.ray_address)
         self.job: dict[str, Any] | None = None
         self.child: Handle | None = None
@@ -61,7 +65,10 @@ class Worker:
         """Jobs this worker was running when it died go back to the queue; their checkpoints are kept."""
         mine = "worker=? OR worker IS NULL" + (" OR worker>=?" if self.index == 0 else "")
         args = (self.index, self.cfg.workers) if self.index == 0 else (self.index,)
-        for job in self.store.all(f"SELECT id FROM jobs WHERE status='running' AND ({mine})", args):  # noqa: S608
+        # Replicas share the database: another replica's running jobs are not this worker's orphans.
+        sql = ("SELECT id FROM jobs WHERE status='running' AND (replica=? OR replica IS NULL) "
+               f"AND ({mine})")  # noqa: S608
+        for job in self.store.all(sql, (self.cfg.replica, *args)):
             if transition(self.store, job["id"], "queued", ("running",)):
                 self.store.add_event(job["id"], "The server restarted; the job continues from its last checkpoint")
 
@@ -70,7 +77,7 @@ class Worker:
         for job in self.store.all("SELECT * FROM jobs WHERE status='validating_files' ORDER BY seq"):
             self.validate(job)
         if self.child is None:
-            job = claim_next(self.store, self.index)
+            job = claim_next(self.store, self.index, self.cfg.replica, self.cfg.max_running_jobs_per_project)
             if job is not None:
                 self.start(job)
         else:
@@ -203,9 +210,14 @@ class Worker:
         """Poll forever; exit (stopping the child) when the process that started us is gone."""
         self.requeue_orphans()
         while parent is None or parent_alive(parent):  # the fallback where no parent-death signal exists
-            self.tick()
-            if time.monotonic() - self.last_beat >= HEARTBEAT_SECONDS:
-                self.heartbeat()
+            try:
+                self.tick()
+                if time.monotonic() - self.last_beat >= HEARTBEAT_SECONDS:
+                    self.heartbeat()
+            except OperationalError as err:
+                # The database is down (PostgreSQL restarting): the training child keeps going, its
+                # files hold what happens meanwhile, and the next tick after the database is back records it.
+                log.warning("database unavailable, retrying: %s", str(err).splitlines()[0])
             time.sleep(self.cfg.poll_seconds)
         if self.child is not None and self.child.poll() is None:
             self.child.cancel()  # the job stays `running` in the database and resumes at the next start

@@ -26,3 +26,25 @@ def test_saved_settings_and_data_folder_are_private(tmp_path):
     root.mkdir(mode=0o755)
     path = ServeConfig(data_dir=str(root)).save()
     assert path.stat().st_mode & 0o777 == 0o600 and root.stat().st_mode & 0o777 == 0o700
+
+
+def test_database_is_sqlite_in_the_data_folder_unless_a_postgresql_url_is_given(tmp_path):
+    assert ServeConfig(data_dir=str(tmp_path)).database == str(tmp_path / "lmtune.db")
+    url = "postgresql://lmtune@db.internal/lmtune"
+    assert ServeConfig(data_dir=str(tmp_path), database_url=url).database == url
+    with pytest.raises(ValueError, match="database_url"):
+        ServeConfig(database_url="mysql://db/lmtune")
+
+
+def test_serve_command_takes_a_database_url(tmp_path):
+    import argparse
+
+    from lmtune.serve.cli import add_keys_parser, add_serve_parser
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    add_serve_parser(sub)
+    add_keys_parser(sub)
+    url = "postgresql://lmtune@db/lmtune"
+    assert parser.parse_args(["serve", "--database-url", url]).database_url == url
+    assert parser.parse_args(["keys", "list", "--database-url", url]).database_url == url
