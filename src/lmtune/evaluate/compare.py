@@ -22,9 +22,10 @@ from lmtune.config import RunConfig
 from lmtune.data.encode import label_chat, with_system
 from lmtune.data.records import Example, Message
 from lmtune.data.templates import generation_prompt, resolve_template
-from lmtune.evaluate.generate import generate
+from lmtune.model.generate import generate
 from lmtune.evaluate.labels import parse_label
-from lmtune.evaluate.metrics import bootstrap_ci, classification_metrics, metric_with_ci
+from lmtune.evaluate.metrics import classification_metrics, metric_with_ci
+from lmtune.stats import bootstrap_ci
 from lmtune.graders.text_metrics import generation_metrics, per_example_scores
 
 

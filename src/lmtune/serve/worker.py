@@ -4,7 +4,7 @@ Usage (the server starts these itself unless start_workers is off):
     python -m lmtune.serve.worker --data-dir DIR [--index 0] [--parent-pid PID]             # the polling loop
     python -m lmtune.serve.worker train --config JOB.yaml [--resume RUN] --parent-pid PID   # one training run
 
-Training runs `lmtune.train.run.run_training` — the code path of `lmtune train` — in a child
+Training runs `lmtune.pipeline.training.run_training` — the code path of `lmtune train` — in a child
 process of the worker, so a cancel or pause can stop it at once (SIGTERM) and a crash cannot take
 the worker down (the loop itself: lmtune.serve.worker_loop). With --parent-pid a process binds its
 life to that parent (lmtune.serve.lifeline) before anything heavy is imported: a server killed at
@@ -38,7 +38,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.parent_pid is not None and not bind_to_parent(args.parent_pid):
         _watch_parent(args.parent_pid)
     from lmtune.config_file import load_config
-    from lmtune.train.run import run_training
+    from lmtune.pipeline.training import run_training
 
     run_training(load_config(args.config), resume=args.resume, echo=lambda line: print(line, flush=True))
     return 0

@@ -3,7 +3,7 @@
 Usage (python -m lmtune.serve.worker runs this; see lmtune.serve.worker):
     Worker(cfg, index=0).run(parent=server_pid)     # until the server dies
 
-Training runs `lmtune.train.run.run_training` — the code path of `lmtune train` — in a child
+Training runs `lmtune.pipeline.training.run_training` — the code path of `lmtune train` — in a child
 process of the worker, so a cancel or pause can stop it at once (SIGTERM) and a crash cannot take
 the worker down. The worker polls the database for status changes made by the server, and the run
 folder for metrics and checkpoints. Pause waits for the next checkpoint, then stops the child;
