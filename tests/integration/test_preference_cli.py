@@ -13,7 +13,7 @@ from lmtune.evaluate.score import sequence_scores
 from lmtune.train.metrics_log import read_metrics
 from lmtune.use import load_for_inference
 
-from .test_cli import SHARED, run_cli, sets
+from .cli_helpers import SHARED, run_cli, sets
 
 pytestmark = [pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data not found at {SHARED}"), pytest.mark.slow]
 HH = SHARED / "hh-rlhf-harmless" / "harmless-base-test.jsonl.gz"

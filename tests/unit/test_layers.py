@@ -71,7 +71,7 @@ def upward_imports() -> list[str]:
             other = stage_of(target)
             for stage in (own, other):
                 if stage not in LAYER_OF:
-                    problems.append(f"{path.relative_to(SRC)}:{line}: {stage} has no layer in tests/unit/test_layers.py")
+                    problems.append(f"{path.relative_to(SRC)}:{line}: {stage} has no layer in test_layers.py")
             if own in LAYER_OF and other in LAYER_OF and LAYER_OF[other] > LAYER_OF[own]:
                 problems.append(f"{path.relative_to(SRC)}:{line}: {own} imports {target} ({other} is a layer above)")
     return problems

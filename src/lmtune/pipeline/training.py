@@ -93,7 +93,8 @@ def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print) 
                 write_json(base_file, {"systems": baselines, "general_text": general_before})
 
     torch.manual_seed(cfg.training.seed)  # adapter (and any new head) initialisation follows the run's seed
-    model = apply_peft(model, cfg.method, cfg.lora, method.head, gradient_checkpointing=cfg.training.gradient_checkpointing)
+    model = apply_peft(model, cfg.method, cfg.lora, method.head,
+                       gradient_checkpointing=cfg.training.gradient_checkpointing)
     shape = describe_model(model)
     echo(f"training {shape['trainable_parameters']:,} of {shape['parameters']:,} parameters "
          f"({cfg.method.task}, peft={cfg.method.peft}, precision={resolve_precision(cfg.training.precision)})")

@@ -57,7 +57,8 @@ def test_the_worked_example_in_the_docs_runs_and_smooths_the_labels(encoded, mak
     # By hand: 0.9 of the target's cross-entropy plus 0.1 of the mean -log p over the vocabulary.
     keep = batch["target_ids"] != -100
     # use_cache=False as in training: with a cache, transformers would not see the packed rows as separate.
-    logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits.float()[keep]
+    out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False)
+    logits = out.logits.float()[keep]
     logp = logits.log_softmax(-1)
     gold = batch["target_ids"][keep]
     expected = (0.9 * -logp.gather(1, gold[:, None]).squeeze(1) - 0.1 * logp.mean(-1)).sum()
