@@ -1,6 +1,9 @@
-"""The one training loop: every method (SFT now; classification, reward, DPO, RL later) runs here.
+"""The one training loop: every method (SFT, classification, reward, DPO, GRPO) runs here.
 
-    result = fit(model, train_set, eval_set, objective, cfg.training, out_dir)
+    result = fit(model, train_set, eval_set, objective, cfg.training, out_dir, on_step=callback)
+
+`fit` is the loop itself; _setup, _train_step, _evaluate_and_keep_best, _save_checkpoint and _finish
+hold the details, in the order they run.
 
 Per optimizer step: take this process's micro-batches from the deterministic plan, divide each
 micro-batch's summed loss by the *global* number of loss units of the whole step (so accumulation and
