@@ -30,6 +30,20 @@ def test_the_records_build_objectives_that_the_loop_can_call():
     assert method_of(RunConfig.model_validate({"method": {"task": "dpo"}})).items == "pairs"
 
 
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_the_config_refuses_what_the_record_says_does_not_apply(name):
+    # config.py validates these when a config is loaded (it sits below the registry); they must agree.
+    method = METHODS[name]
+    settings = {"head_only": {"method": {"task": name, "peft": "head"}},
+                "token_budget": {"method": {"task": name}, "training": {"max_tokens_per_batch": 512}}}
+    for field, tree in settings.items():
+        if getattr(method, field):
+            RunConfig.model_validate(tree)
+        else:
+            with pytest.raises(ValueError, match="does not apply|trains only"):
+                RunConfig.model_validate(tree)
+
+
 def test_the_openai_method_types_map_through_the_registry():
     assert method_for_api("supervised").name == "sft"
     assert method_for_api("dpo").name == "dpo"
