@@ -21,7 +21,6 @@ from lmtune.config import RunConfig
 from lmtune.serve.config import ServeConfig
 from lmtune.serve.schemas import CreateJob
 from lmtune.serve.store import Store, now
-from lmtune.train.methods import method_for_api
 
 BASE_LEARNING_RATE = 2e-4  # learning_rate = BASE_LEARNING_RATE * learning_rate_multiplier
 CANCELLABLE = ("validating_files", "queued", "running", "paused")
@@ -52,6 +51,8 @@ def build_run_config(job: dict[str, Any], cfg: ServeConfig, train_path: str, val
     """The RunConfig that trains `job` (raises pydantic's ValidationError on a bad value)."""
     method_type = job["method"]["type"]
     hp = job["method"][method_type]["hyperparameters"]
+    from lmtune.train.methods import method_for_api  # here: the API process does not load torch
+
     method = method_for_api(method_type)
     pairs = method.items == "pairs"
     tree: dict[str, Any] = {
@@ -97,6 +98,8 @@ def _issue_lines(report: Any, filename: str) -> list[str]:
 def validate_job_files(store: Store, job: dict[str, Any]) -> dict[str, str] | None:
     """Check the job's training (and validation) file with lmtune's validator; an error dict or None."""
     from lmtune.data.validate import validate_file
+
+    from lmtune.train.methods import method_for_api  # here: the API process does not load torch
 
     pairs = method_for_api(job["method"]["type"]).items == "pairs"
     for param in ("training_file", "validation_file"):
