@@ -51,10 +51,7 @@ def build_run_config(job: dict[str, Any], cfg: ServeConfig, train_path: str, val
     """The RunConfig that trains `job` (raises pydantic's ValidationError on a bad value)."""
     method_type = job["method"]["type"]
     hp = job["method"][method_type]["hyperparameters"]
-    from lmtune.train.methods import method_for_api  # here: the API process does not load torch
-
-    method = method_for_api(method_type)
-    pairs = method.items == "pairs"
+    dpo = method_type == "dpo"
     tree: dict[str, Any] = {
         # Converted base models are shared (~/.cache/lmtune by default: no user data). Prepared data and
         # baselines (copies of the examples) stay in the project's own cache, inside the data folder,
@@ -64,13 +61,13 @@ def build_run_config(job: dict[str, Any], cfg: ServeConfig, train_path: str, val
             "cache_dir": str(cfg.project_cache(job["project"])),
             "train_file": train_path,
             "validation_file": valid_path,
-            "format": "preference" if pairs else "auto",
+            "format": "preference" if dpo else "auto",
             "max_seq_len": cfg.max_seq_len,
             # A service job should train on what it was given: near duplicates across the split warn.
             "leakage": "warn",
             "split": {"validation": 0.1, "test": 0.1 if cfg.eval_at_end else 0.0},
         },
-        "method": {"task": method.name, "peft": "lora"},
+        "method": {"task": "dpo" if dpo else "sft", "peft": "lora"},
         "training": {
             "epochs": hp["n_epochs"],
             "batch_size": hp["batch_size"],
@@ -85,8 +82,8 @@ def build_run_config(job: dict[str, Any], cfg: ServeConfig, train_path: str, val
         "eval": {"at_end": cfg.eval_at_end},
         "output": {"dir": str(cfg.runs_dir), "name": job["id"]},
     }
-    if "beta" in hp and method.config_section:  # the API's beta is DPO's
-        tree["method"][method.config_section] = {"beta": hp["beta"]}
+    if dpo:
+        tree["method"]["dpo"] = {"beta": hp["beta"]}
     return RunConfig.model_validate(tree)
 
 
@@ -99,19 +96,17 @@ def validate_job_files(store: Store, job: dict[str, Any]) -> dict[str, str] | No
     """Check the job's training (and validation) file with lmtune's validator; an error dict or None."""
     from lmtune.data.validate import validate_file
 
-    from lmtune.train.methods import method_for_api  # here: the API process does not load torch
-
-    pairs = method_for_api(job["method"]["type"]).items == "pairs"
+    dpo = job["method"]["type"] == "dpo"
     for param in ("training_file", "validation_file"):
         if not job[param]:
             continue
         row = store.one("SELECT * FROM files WHERE id=?", (job[param],))
         if row is None or row["deleted"] or not Path(row["path"]).exists():
             return {"code": f"invalid_{param}", "param": param, "message": f"{param} {job[param]} no longer exists"}
-        report = validate_file(row["path"], fmt="preference" if pairs else "auto")
+        report = validate_file(row["path"], fmt="preference" if dpo else "auto")
         lines = _issue_lines(report, row["filename"])
         kinds = set(report.stats.get("kinds", {}))
-        if not lines and not pairs and "preference" in kinds:
+        if not lines and not dpo and "preference" in kinds:
             lines = [f"{row['filename']}: holds preference pairs; train them with method type 'dpo'"]
         if not lines and report.n_examples == 0:
             lines = [f"{row['filename']}: no examples"]

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from lmtune.config import MethodConfig, RunConfig
+from lmtune.serve.config import ServeConfig
+from lmtune.serve.jobs import build_run_config
 from lmtune.train.methods import METHODS, method_for_api, method_of
 from lmtune.train.objective import Objective
 from lmtune.train.sft import SftObjective
@@ -47,6 +49,13 @@ def test_the_config_refuses_what_the_record_says_does_not_apply(name):
 def test_the_openai_method_types_map_through_the_registry():
     assert method_for_api("supervised").name == "sft"
     assert method_for_api("dpo").name == "dpo"
+    # serve/jobs.py maps them itself, without the registry: its API process must not import torch.
+    serve_cfg = ServeConfig(data_dir="unused")
+    for api_type, hp in (("supervised", {}), ("dpo", {"beta": 0.2})):
+        hp = {"n_epochs": 1, "batch_size": 2, "learning_rate_multiplier": 1.0, **hp}
+        job = {"method": {"type": api_type, api_type: {"hyperparameters": hp}}, "model": "tiny-llama",
+               "project": "p", "seed": 0, "id": "ftjob-1"}
+        assert build_run_config(job, serve_cfg, "train.jsonl", None).method.task == method_for_api(api_type).name
     with pytest.raises(ValueError, match="unsupported method type 'reinforcement'"):
         method_for_api("reinforcement")
 
