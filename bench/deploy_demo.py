@@ -103,7 +103,7 @@ def base_answers(cfg, predictions: list[dict]) -> list[str]:
     its zero-shot baseline, else generated here through the same function on the same prompts."""
     if all("base zero-shot" in p["outputs"] for p in predictions):
         return [p["outputs"]["base zero-shot"] for p in predictions]
-    from lmtune.evaluate.generate import generate
+    from lmtune.model.generate import generate
     from lmtune.model.load import load_model
 
     model, tokenizer = load_model(cfg.model)

@@ -27,7 +27,7 @@ def main() -> None:
     from lmtune.config_file import load_config
     from lmtune.data.formats import load_examples
     from lmtune.evaluate.compare import prompt_and_reference
-    from lmtune.evaluate.generate import generate
+    from lmtune.model.generate import generate
     from lmtune.model.load import load_model
 
     cfg = load_config(ROOT / "configs" / "demo.yaml")

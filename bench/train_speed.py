@@ -35,7 +35,7 @@ def run_variant(name: str, steps: int, batch_size: int = 16) -> dict:
     from lmtune.model.adapters import apply_peft
     from lmtune.model.load import load_model
     from lmtune.train.loop import fit
-    from lmtune.train.objectives import build_objective
+    from lmtune.train.methods import build_objective
 
     cfg = RunConfig.model_validate({
         "data": {"instruction": "Which emotion does this tweet express: {labels}?\n\n{text}",

@@ -42,7 +42,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if needs_launch(cfg.training):
         return launch_ranks(cfg.training.num_processes, args.argv)
     from lmtune.train.hardware import end_distributed
-    from lmtune.train.run import run_training
+    from lmtune.pipeline.training import run_training
 
     try:
         run_training(cfg, resume=args.resume)
@@ -52,7 +52,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from lmtune.evaluate.run_eval import evaluate_target
+    from lmtune.pipeline.evaluation import evaluate_target
 
     out = evaluate_target(args.target, split=args.split, limit=args.limit)
     print(f"wrote {out}")
@@ -106,8 +106,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     cfg = _config(args)
     from lmtune.data.prepare import manifest_summary, prepare_data
     from lmtune.model.load import load_tokenizer
+    from lmtune.train.methods import method_of
 
-    prepared = prepare_data(cfg, load_tokenizer(cfg.model), refresh=args.refresh)
+    prepared = prepare_data(cfg, load_tokenizer(cfg.model), refresh=args.refresh, encoding=method_of(cfg).encoding)
     print(manifest_summary(prepared.manifest))
     print(f"{'reused' if prepared.from_cache else 'wrote'} {prepared.cache_dir}")
     return 0

@@ -14,7 +14,7 @@ from lmtune.config_file import ConfigError, dump_config, load_config
 from lmtune.data.encode import with_system
 from lmtune.data.records import Message
 from lmtune.data.templates import generation_prompt, resolve_template
-from lmtune.evaluate.generate import generate
+from lmtune.model.generate import generate
 from lmtune.model.export import load_trained, merge_and_save, save_model
 from lmtune.model.load import load_model
 from lmtune.runs import run_config

@@ -11,7 +11,7 @@ from lmtune.data.records import Example, Message
 from lmtune.model.tiny import byte_tokenizer, tiny_causal_lm
 from lmtune.train.hardware import end_distributed
 from lmtune.train.loop import fit
-from lmtune.train.objectives import sft_objective
+from lmtune.train.sft import SftObjective
 
 out, batch_size, grad_accum = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 tok = byte_tokenizer()
@@ -25,7 +25,7 @@ cfg = TrainingConfig(
     precision="fp32", progress_bar=False, batch_size=batch_size, grad_accum=grad_accum, max_steps=4,
     learning_rate=1e-2, warmup_ratio=0.0, lr_scheduler="constant", early_stopping={"patience": None},
 )
-result = fit(tiny_causal_lm(vocab_size=len(tok)), data, data[:6], sft_objective(True, 0), cfg, out.parent / "run")
+result = fit(tiny_causal_lm(vocab_size=len(tok)), data, data[:6], SftObjective(True, 0), cfg, out.parent / "run")
 world = int(os.environ.get("WORLD_SIZE", "1"))
 assert world == (2 if grad_accum == 1 else 1), "accelerate did not start the expected number of processes"
 if int(os.environ.get("RANK", "0")) == 0:

@@ -13,7 +13,7 @@ from lmtune.data.records import Example
 from lmtune.evaluate.head import class_probabilities, label_names_of
 from lmtune.use import load_for_inference
 
-from .test_cli import FAST, SHARED, run_cli, sets
+from .cli_helpers import FAST, SHARED, run_cli, sets
 
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data not found at {SHARED}")
 EMOTIONS = ["anger", "joy", "optimism", "sadness"]
@@ -70,7 +70,7 @@ def test_predict_writes_the_argmax_and_the_probabilities(classified, tmp_path, c
 
 
 def test_predict_refuses_a_language_model_run(tmp_path, capsys):
-    from .test_cli import FAST as fast
+    from .cli_helpers import FAST as fast
 
     runs = tmp_path / "runs"
     assert run_cli(["train", "configs/tiny.yaml", *sets(f"output.dir={runs}", f"model.cache_dir={tmp_path / 'c'}",

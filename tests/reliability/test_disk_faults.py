@@ -28,7 +28,7 @@ def _cfg(out: Path):
 
 
 def _train(out: Path, resume: str | None = None) -> Path:
-    from lmtune.train.run import run_training
+    from lmtune.pipeline.training import run_training
 
     return run_training(_cfg(out), resume=resume, echo=lambda s: None)
 

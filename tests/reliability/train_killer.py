@@ -115,7 +115,7 @@ def resume_point(out: Path) -> Path | None:
 
 def child(out: Path, max_steps: int, point: tuple[int, str] | None) -> None:
     """The training process: resume the newest run with a checkpoint, else start one."""
-    from lmtune.train.run import run_training
+    from lmtune.pipeline.training import run_training
 
     if point is not None:
         arm(*point, out / "fired.jsonl")
@@ -211,7 +211,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    from lmtune.train.run import run_training
+    from lmtune.pipeline.training import run_training
 
     started = time.time()
     reference = run_training(config(args.work / "reference", args.max_steps), echo=lambda s: None)

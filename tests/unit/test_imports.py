@@ -19,7 +19,7 @@ def test_training_modules_do_not_import_evaluation_libraries():
 
 def test_the_default_service_and_training_do_not_import_ray():
     # Ray is an extra (lmtune[cluster]); only executor "ray" may load it.
-    code = ("import sys, lmtune.cli, lmtune.serve.app, lmtune.serve.worker_loop, lmtune.train.run; "
+    code = ("import sys, lmtune.cli, lmtune.serve.app, lmtune.serve.worker_loop, lmtune.pipeline.training; "
             "from lmtune.execute.base import make_executor; make_executor('local'); print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -103,15 +103,17 @@ def cache_key(
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def prepare_data(cfg: RunConfig, tokenizer, refresh: bool = False) -> PreparedData:
-    """Run (or load from the cache) the whole data stage; bad data raises DataError with every issue."""
+def prepare_data(cfg: RunConfig, tokenizer, refresh: bool = False, encoding: str = "causal_lm") -> PreparedData:
+    """Run (or load from the cache) the whole data stage; bad data raises DataError with every issue.
+
+    `encoding` is the method's (lmtune.train.methods): `causal_lm`, or `sequence` for a classification head.
+    """
     data = cfg.data
     if not data.train_file:
         raise DataError([Issue("missing_train_file", "set data.train_file", "<config>", field="data.train_file")])
     label_names = data.label_names or read_label_names(Path(data.train_file).expanduser())
     sources = source_files(data)
     tok = tokenizer_id(tokenizer)
-    encoding = encoding_of(cfg.method.task)
     key = cache_key(sources, data, label_names, tok, encoding)
     cache_dir = cfg.data_cache() / "data" / key
     if not refresh and (cache_dir / "manifest.json").is_file():
@@ -211,11 +213,6 @@ def _select(
         "leakage": {"policy": data.leakage, "leaks": [leak.to_dict() for leak in leaks]},
     }
     return splits, issues, report
-
-
-def encoding_of(task: str) -> str:
-    """How a method sees its examples: `sequence` (text alone, for a classification head) or `causal_lm`."""
-    return "sequence" if task == "classification" else "causal_lm"
 
 
 def _encode_all(examples: dict[str, list[Example]], tokenizer, data: DataConfig, encoding: str) -> dict[str, list]:

@@ -23,10 +23,11 @@ from lmtune.data.encode import label_chat, with_system
 from lmtune.data.records import Example, Message
 from lmtune.data.templates import generation_prompt, resolve_template
 from lmtune.data.tool_render import flatten_tools
-from lmtune.evaluate.generate import generate
+from lmtune.model.generate import generate
 from lmtune.evaluate.labels import parse_label
-from lmtune.evaluate.metrics import bootstrap_ci, classification_metrics, metric_with_ci
-from lmtune.evaluate.text_metrics import generation_metrics, per_example_scores
+from lmtune.evaluate.metrics import classification_metrics, metric_with_ci
+from lmtune.stats import bootstrap_ci
+from lmtune.graders.text_metrics import generation_metrics, per_example_scores
 
 
 def _conversation(example: Example, cfg: RunConfig, label_names: list[str] | None) -> list[Message]:

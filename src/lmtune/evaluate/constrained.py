@@ -36,7 +36,7 @@ from lmtune.data.encode import label_chat, with_system
 from lmtune.data.records import Example
 from lmtune.data.templates import render_chunks
 from lmtune.evaluate.compare import label_scores, prompt_and_reference
-from lmtune.evaluate.generate import left_pad
+from lmtune.model.generate import left_pad
 
 
 @dataclass(frozen=True)

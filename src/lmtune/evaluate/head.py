@@ -27,7 +27,9 @@ from lmtune.data.records import DataError, Example
 from lmtune.evaluate.compare import label_scores
 from lmtune.model.builtin import ModelError
 from lmtune.train.classification import classification_collate, head_logits
-from lmtune.train.methods import pad_id_of
+from lmtune.train.methods import method_of
+from lmtune.train.objective import pad_id_of
+from lmtune.use import load_for_inference
 
 
 @torch.no_grad()
@@ -79,11 +81,9 @@ def predict_file(run: str | Path, file: str | Path, out: str | Path | None = Non
                  batch_size: int = 32) -> tuple[Path | None, int]:
     """Write one JSON line per input of `file` (its text, the predicted label and every class probability);
     return (the output file or None for stdout, the number of predictions)."""
-    from lmtune.use import load_for_inference  # use.py imports evaluation code; keep this one lazy
-
     model, tokenizer, cfg = load_for_inference(run)
     names = label_names_of(model)
-    if cfg.method.task != "classification" or not names:
+    if method_of(cfg).evaluation != "head" or not names:
         raise ModelError(f"{run} is not a classification run (method.task {cfg.method.task}); "
                          "use `lmtune generate` for language models")
     examples, issues, _ = load_examples(str(file), "auto", cfg.data.columns or None, names)

@@ -19,6 +19,8 @@ from typing import Callable
 
 import numpy as np
 
+from lmtune.stats import bootstrap_ci
+
 UNPARSED = "unparsed"
 
 
@@ -61,20 +63,6 @@ def classification_metrics(predictions: list[str | None], references: list[str],
         },
         "confusion": {"rows": list(label_names), "columns": [*label_names, UNPARSED], "matrix": matrix.tolist()},
     }
-
-
-def bootstrap_ci(
-    statistic: Callable[[np.ndarray], np.ndarray], n: int, n_boot: int = 1000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of statistic(indices) where indices has shape (n_boot, n)."""
-    if n < 1 or n_boot < 1 or not 0 < level < 1:
-        raise ValueError(f"need n >= 1, n_boot >= 1 and 0 < level < 1, got {n}, {n_boot}, {level}")
-    # All resamples at once: statistic gets a (n_boot, n) index matrix and returns n_boot values.
-    indices = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    values = np.asarray(statistic(indices), dtype=np.float64)
-    alpha = (1 - level) / 2
-    low, high = np.quantile(values, [alpha, 1 - alpha])
-    return float(low), float(high)
 
 
 def metric_with_ci(

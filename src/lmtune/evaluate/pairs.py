@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lmtune.evaluate.metrics import bootstrap_ci
+from lmtune.stats import bootstrap_ci
 from lmtune.train.validation import to_device
 
 

@@ -20,7 +20,9 @@ from lmtune.data.formats import load_examples
 from lmtune.data.records import DataError
 from lmtune.model.builtin import ModelError
 from lmtune.train.classification import classification_collate
-from lmtune.train.methods import pad_id_of
+from lmtune.train.methods import method_of
+from lmtune.train.objective import pad_id_of
+from lmtune.use import load_for_inference
 
 
 @torch.no_grad()
@@ -40,10 +42,8 @@ def sequence_scores(model, encoded: list, pad_id: int, batch_size: int = 8) -> l
 
 def score_file(run: str | Path, file: str | Path, out: str | Path | None = None, batch_size: int = 8) -> Path | None:
     """Write one JSON line per example of `file` with the reward model's score(s)."""
-    from lmtune.use import load_for_inference  # use.py imports evaluation code; keep this one lazy
-
     model, tokenizer, cfg = load_for_inference(run)
-    if cfg.method.task != "reward":
+    if not method_of(cfg).scores_sequences:
         raise ModelError(f"{run} is not a reward-model run (method.task {cfg.method.task})")
     examples, issues, _ = load_examples(str(file), "auto", cfg.data.columns or None)
     errors = [i for i in issues if i.severity == "error"]

@@ -29,7 +29,7 @@ from lmtune.evaluate.pairs import score_pairs
 from lmtune.evaluate.prompt_search import constrained_baselines, fine_tuned_constrained, labelled_examples
 from lmtune.evaluate.similar_shots import similar_shots
 from lmtune.model.load import can_generate, load_model, source_identity
-from lmtune.train.methods import model_task, num_labels
+from lmtune.train.methods import PROMPTED_BASELINE, method_of
 from lmtune.evaluate.report import write_report
 from lmtune.evaluate.significance import versus_baselines
 from lmtune.train.validation import evaluate_loss
@@ -64,10 +64,11 @@ def split_scores(model, tokenizer, data, split: str, cfg: RunConfig, objective, 
     """Head predictions for classification; generation metrics for answers; loss and perplexity for raw text."""
     examples = data.examples.get(split) or []
     scores: dict[str, Any] = {}
-    if objective is not None and objective.margins is not None:  # reward model, DPO: held-out pairs
+    evaluation = method_of(cfg).evaluation
+    if objective is not None and evaluation == "pairs":  # reward model, DPO: held-out pairs
         if accelerator.is_main_process and data.encoded.get(split):
             scores.update(score_pairs(model, data.encoded[split], objective, cfg.training.batch_size, cfg.eval.seed))
-    elif cfg.method.task == "classification":
+    elif evaluation == "head":
         if accelerator.is_main_process:
             scores.update(score_by_head(model, tokenizer, examples, data.encoded[split], data.label_names, cfg, desc))
     elif answers_generated(data, split):
@@ -89,7 +90,7 @@ def baseline_scores(model, tokenizer, data, split: str, cfg: RunConfig, objectiv
     baselines: dict[str, dict[str, Any]] = {}
     constrained = "constrained" in cfg.eval.baselines and bool(labelled_examples(data, split))
     generated = "generated" in cfg.eval.baselines or (bool(cfg.eval.baselines) and not labelled_examples(data, split))
-    pairs = objective is not None and objective.margins is not None
+    pairs = objective is not None and method_of(cfg).evaluation == "pairs"
     if generated:
         echo(f"scoring the base model on {n} {split} examples ...")
         name = "base" if pairs else "base zero-shot"
@@ -124,7 +125,7 @@ BASELINE_CACHE_VERSION = "2"  # 2: constrained baselines and the prompt search
 
 def baseline_model_config(cfg: RunConfig) -> ModelConfig:
     """The causal LM whose prompted answers are the baselines (the run's own model unless it is an encoder)."""
-    if cfg.method.task != "classification":
+    if method_of(cfg).baseline != "prompted_lm":
         return cfg.model
     name = cfg.eval.baseline_model
     if name is None:
@@ -135,13 +136,14 @@ def baseline_model_config(cfg: RunConfig) -> ModelConfig:
 
 def baseline_config(cfg: RunConfig) -> RunConfig:
     """The run's config as the baselines see it: its baseline LM, answering by generation."""
-    if model_task(cfg) == "causal_lm":
+    method = method_of(cfg)
+    if method.head == "causal_lm":
         return cfg
-    if cfg.method.task != "classification":  # a reward model: its own untrained head, no general-text loss
+    if method.baseline != "prompted_lm":  # a reward model: its own untrained head, no general-text loss
         return cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"forgetting_blocks": 0})})
     # A head model's backbone is not scored on general text: forgetting is a causal-LM measure.
     return cfg.model_copy(update={"model": baseline_model_config(cfg),
-                                  "method": cfg.method.model_copy(update={"task": "sft"}),
+                                  "method": cfg.method.model_copy(update={"task": PROMPTED_BASELINE.name}),
                                   "eval": cfg.eval.model_copy(update={"forgetting_blocks": 0})})
 
 
@@ -150,9 +152,11 @@ def baseline_cache_file(cfg: RunConfig, data, split: str) -> Path | None:
     identity = source_identity(cfg.model)
     if identity is None:
         return None
-    # Of the method only what changes the base's scores: the task (and DPO's beta, which scales its rewards);
-    # LoRA or not, class weights and the like act on training only.
-    method = [cfg.method.task, cfg.method.dpo.model_dump(mode="json") if cfg.method.task == "dpo" else None]
+    # Of the method only what changes the base's scores: the task (and for pairs its section: DPO's beta scales
+    # its rewards); LoRA or not, class weights and the like act on training only.
+    record = method_of(cfg)
+    section = record.config_section if record.evaluation == "pairs" else None
+    method = [cfg.method.task, getattr(cfg.method, section).model_dump(mode="json") if section else None]
     payload = [BASELINE_CACHE_VERSION, identity, cfg.model.model_dump(mode="json"), method,
                cfg.eval.model_dump(mode="json", exclude={"at_end", "baseline_model"}),
                cfg.data.model_dump(mode="json",
@@ -181,9 +185,10 @@ def prompt_baselines(cfg: RunConfig, data, split: str, objective, accelerator, m
         saved = json.loads(cache.read_text(encoding="utf-8"))
         echo(f"prompt baselines of {base_cfg.model.name} from the cache ({cache.name[:12]})")
         return saved["systems"], saved.get("general_text")
-    if model is None or cfg.method.task == "classification":
+    if model is None or method_of(cfg).baseline == "prompted_lm":
         echo(f"loading {base_cfg.model.name} for the prompt-only baselines ...")
-        model, tokenizer = load_model(base_cfg.model, model_task(base_cfg), num_labels(base_cfg, data))
+        base_method = method_of(base_cfg)
+        model, tokenizer = load_model(base_cfg.model, base_method.head, base_method.outputs(data))
     baselines, general = baseline_scores(model, tokenizer, data, split, base_cfg, objective, accelerator, echo)
     if cache is not None and accelerator.is_main_process:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -197,7 +202,7 @@ def fine_tuned_scores(model, tokenizer, data, split: str, cfg: RunConfig, object
     """The fine-tuned system(s): as trained (head, generation, loss) and, for a causal LM on labelled
     data, under the baselines' constrained scoring as well."""
     systems: dict[str, dict[str, Any]] = {}
-    if model_task(cfg) == "causal_lm" and labelled_examples(data, split) and accelerator.is_main_process:
+    if method_of(cfg).head == "causal_lm" and labelled_examples(data, split) and accelerator.is_main_process:
         systems["fine-tuned, constrained"] = fine_tuned_constrained(model, tokenizer, data, split, cfg)
     systems["fine-tuned"] = split_scores(model, tokenizer, data, split, cfg, objective, accelerator, desc="fine-tuned")
     return systems
@@ -256,7 +261,7 @@ def write_comparison(out_dir: Path, systems: dict[str, dict[str, Any]], data, sp
         fh.writelines(json.dumps(p) + "\n" for p in predictions)
     scores = {name: _without_predictions(s) for name, s in systems.items()}
     task = "classification" if any("macro_f1" in s for s in scores.values()) else (
-        "generation" if predictions else "preference" if cfg.method.task in ("reward", "dpo") else "lm")
+        "generation" if predictions else "preference" if method_of(cfg).evaluation == "pairs" else "lm")
     evaluation = {"task": task, "method": cfg.method.task, "baseline_model": baseline_model_config(cfg).name,
                   "split": split, "n": len(data.examples.get(split) or []), "systems": scores,
                   "significance": versus_baselines(systems, data.label_names, cfg.eval.seed)}

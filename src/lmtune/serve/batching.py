@@ -28,7 +28,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from lmtune.evaluate.generate import left_pad
+from lmtune.model.generate import left_pad
 
 _DONE = object()
 

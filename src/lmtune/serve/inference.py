@@ -101,7 +101,7 @@ class Loaded:
 
     def _rows(self, prompts: list[str], max_new_tokens: int, temperature: float, top_p: float,
               stop: list[str], seed: int) -> list[Row]:
-        from lmtune.evaluate.generate import eos_ids_of
+        from lmtune.model.generate import eos_ids_of
         from lmtune.serve.batching import Row
 
         if max_new_tokens < 1:
@@ -125,7 +125,7 @@ class Loaded:
     def complete(self, prompts: list[str], max_new_tokens: int, temperature: float, top_p: float,
                  stop: list[str], seed: int) -> list[Any]:
         """A Generation for every prompt (in order), cut at EOS and stop strings as `lmtune eval` cuts them."""
-        from lmtune.evaluate.generate import finish_row
+        from lmtune.model.generate import finish_row
 
         rows = self._rows(prompts, max_new_tokens, temperature, top_p, stop, seed)
         self.batcher.submit(rows)

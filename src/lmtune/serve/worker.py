@@ -4,7 +4,7 @@ Usage (the server starts these itself unless start_workers is off):
     python -m lmtune.serve.worker --data-dir DIR [--index 0] [--parent-pid PID]             # the polling loop
     python -m lmtune.serve.worker train --config JOB.yaml [--resume RUN]                    # one training run
 
-Training runs `lmtune.train.run.run_training` — the code path of `lmtune train` — in a process
+Training runs `lmtune.pipeline.training.run_training` — the code path of `lmtune train` — in a process
 started by the worker's executor (lmtune.execute: a child process, or a Ray task on some node), so a
 cancel or pause can stop it at once (SIGTERM) and a crash cannot take the worker down (the loop
 itself: lmtune.serve.worker_loop). With --parent-pid the loop binds its life to the server
@@ -26,7 +26,7 @@ PRIVATE_UMASK = 0o077  # everything the service writes is readable by its user o
 
 def _train(args: argparse.Namespace) -> int:
     from lmtune.config_file import load_config
-    from lmtune.train.run import run_training
+    from lmtune.pipeline.training import run_training
 
     run_training(load_config(args.config), resume=args.resume, echo=lambda line: print(line, flush=True))
     return 0

@@ -3,7 +3,7 @@
 Usage (python -m lmtune.serve.worker runs this; see lmtune.serve.worker):
     Worker(cfg, index=0).run(parent=server_pid)     # until the server dies
 
-Training runs `lmtune.train.run.run_training` — the code path of `lmtune train` — in a process
+Training runs `lmtune.pipeline.training.run_training` — the code path of `lmtune train` — in a process
 started through the worker's executor (lmtune.execute: a child process, or a Ray task on some node),
 so a cancel or pause can stop it at once (SIGTERM) and a crash cannot take the worker down. A job
 whose Ray node died goes back to the queue and resumes from its last checkpoint. The worker polls the database for status changes made by the server, and the run

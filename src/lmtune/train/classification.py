@@ -1,7 +1,7 @@
 """The classification objective: a sequence-classification head trained with (weighted) cross-entropy.
 
     weights = class_weights("auto", train_encoded, n_classes=4)     # n / (k * n_class), mean weight 1
-    objective = classification_objective(pad_id, n_classes=4, weights=weights)
+    objective = ClassificationObjective(pad_id, n_classes=4, weights=weights)
 
 The unit is one labelled example: a batch returns the sum of w[y] * CE over its examples and the
 loop divides by the number of examples in the whole optimizer step. With `auto` weights the mean
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from lmtune.data.encode import IGNORE
-from lmtune.train.objectives import Batch, Objective
+from lmtune.train.objective import Batch, Method, Objective, pad_id_of
 
 
 def class_weights(spec: str | Sequence[float], train: list, n_classes: int) -> list[float] | None:
@@ -102,17 +102,51 @@ def classification_summary(n_classes: int):
     return summarize
 
 
-def classification_objective(pad_id: int, n_classes: int, weights: list[float] | None = None) -> Objective:
+class ClassificationObjective(Objective):
     """Sequence classification on the one loop: one unit per labelled example."""
 
-    def collate(items: list) -> dict[str, Any]:
-        return classification_collate(items, pad_id)
+    name = "classification"
 
-    return Objective(
-        name="classification",
-        collate=collate,
-        loss=classification_loss(weights, n_classes),
-        units=lambda enc: int(enc.target != IGNORE),
-        length=lambda enc: len(enc.input_ids),
-        summarize=classification_summary(n_classes),
-    )
+    def __init__(self, pad_id: int, n_classes: int, weights: list[float] | None = None):
+        self.pad_id = pad_id
+        self._loss = classification_loss(weights, n_classes)
+        self._summarize = classification_summary(n_classes)
+
+    def collate(self, items: list) -> dict[str, Any]:
+        """Right-padded rows with their class targets."""
+        return classification_collate(items, self.pad_id)
+
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Sum of w[y] * cross-entropy, with per-class counts for an exact macro-F1."""
+        return self._loss(model, batch)
+
+    def units(self, item: Any) -> int:
+        """1 for a labelled example."""
+        return int(item.target != IGNORE)
+
+    def length(self, item: Any) -> int:
+        """Tokens of one encoded text."""
+        return len(item.input_ids)
+
+    def summarize(self, totals: dict[str, float], n_units: float) -> dict[str, float]:
+        """eval_loss, eval_accuracy and eval_macro_f1."""
+        return self._summarize(totals, n_units)
+
+
+def n_classes_of(data) -> int:
+    """The head's outputs: one per label of the prepared data."""
+    if not data.label_names:
+        raise ValueError("method.task classification needs labelled data (text with a label)")
+    return len(data.label_names)
+
+
+def build_classification(cfg, tokenizer, data=None, model=None) -> ClassificationObjective:
+    """The classification objective of a run config, with method.class_weights from the training split."""
+    n_classes = n_classes_of(data)
+    weights = class_weights(cfg.method.class_weights, data.encoded["train"], n_classes)
+    return ClassificationObjective(pad_id_of(tokenizer), n_classes, weights)
+
+
+CLASSIFICATION = Method(name="classification", build=build_classification, head="sequence_classification",
+                        encoding="sequence", outputs=n_classes_of, evaluation="head", baseline="prompted_lm",
+                        config_section="class_weights", head_only=True)

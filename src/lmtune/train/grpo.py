@@ -1,7 +1,7 @@
 """Online RL from a reward (GRPO) as an objective on the one training loop.
 
-    reward = load_reward("lmtune.rewards:gsm8k_numeric")      # or the folder of a reward-model run
-    objective = grpo_objective(tokenizer, cfg.method.grpo, cfg.data, reward)
+    reward = load_reward("lmtune.graders.rewards:gsm8k_numeric")      # or the folder of a reward-model run
+    objective = GrpoObjective(tokenizer, cfg.method.grpo, cfg.data, reward)
     fit(model, data.examples["train"], data.examples["validation"], objective, cfg.training, out_dir)
 
 Per micro-batch of prompts: sample `group_size` completions of each with the current policy (batched,
@@ -15,7 +15,7 @@ micro-batch. Train and validation records carry the mean reward, KL and completi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -24,11 +24,11 @@ from lmtune.data.collate import pad_collate
 from lmtune.data.encode import IGNORE, Encoded, with_system
 from lmtune.data.records import Example
 from lmtune.data.templates import generation_prompt, resolve_template
-from lmtune.evaluate.generate import eos_ids_of, left_pad
-from lmtune.rewards import call_reward, load_reward_function
-from lmtune.train.objectives import Batch, Objective
-from lmtune.train.pairs import peft_of
-from lmtune.train.preference import group_advantages, grpo_loss
+from lmtune.model.generate import eos_ids_of, left_pad
+from lmtune.graders.rewards import call_reward, load_reward_function
+from lmtune.train.objective import Batch, Method, Objective, Plot
+from lmtune.train.pair_objectives import peft_of
+from lmtune.train.grpo_loss import group_advantages, grpo_loss
 
 RewardFn = Callable[[list[str], list[str], list[str | None]], list[float]]
 
@@ -111,31 +111,40 @@ def monitor_name(spec: str) -> str:
     return Path(spec).name if ":" not in spec else spec.rpartition(":")[2]
 
 
-def grpo_objective(tokenizer, cfg: GrpoConfig, data_cfg: DataConfig, reward: RewardFn,
-                   monitors: dict[str, RewardFn] | None = None) -> Objective:
+class GrpoObjective(Objective):
     """GRPO on prompts (chat examples): sampled groups, group-normalised advantages, clipped loss with KL.
 
     `monitors` (name -> reward) are scored on the same completions and logged, never trained on.
     """
-    monitors = monitors or {}
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
-    def collate(items: list[Example]) -> Batch:
-        pairs = [prompt_of(e, data_cfg, tokenizer) for e in items]
+    name = "grpo"
+
+    def __init__(self, tokenizer, cfg: GrpoConfig, data_cfg: DataConfig, reward: RewardFn,
+                 monitors: dict[str, RewardFn] | None = None):
+        self.tokenizer, self.cfg, self.data_cfg, self.reward = tokenizer, cfg, data_cfg, reward
+        self.monitors = monitors or {}
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def collate(self, items: list[Example]) -> Batch:
+        """The prompts and reference answers of the examples; one unit per prompt."""
+        pairs = [prompt_of(e, self.data_cfg, self.tokenizer) for e in items]
         return {"prompts": [p for p, _ in pairs], "references": [r for _, r in pairs], "n_units": len(items)}
 
-    def loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Sample each prompt's group, score it, and take the clipped policy-gradient loss with KL."""
+        cfg, tokenizer = self.cfg, self.tokenizer
         peft = peft_of(model)
         policy = peft if peft is not None else getattr(model, "module", model)
         prompts = [p for p in batch["prompts"] for _ in range(cfg.group_size)]
         refs = [r for r in batch["references"] for _ in range(cfg.group_size)]
         samples = sample_completions(policy, tokenizer, prompts, cfg)
         texts = [tokenizer.decode(c, skip_special_tokens=True) for _, c in samples]
-        rewards = torch.tensor(reward(prompts, texts, refs), dtype=torch.float32)
+        rewards = torch.tensor(self.reward(prompts, texts, refs), dtype=torch.float32)
         advantages = group_advantages(rewards, group_size=cfg.group_size)
         rows = [Encoded(p + c, [IGNORE] * len(p) + c) for p, c in samples]
         device = next(policy.parameters()).device
-        train = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in pad_collate(rows, pad_id).items()}
+        train = {k: v.to(device) if isinstance(v, torch.Tensor) else v
+                 for k, v in pad_collate(rows, self.pad_id).items()}
         # pad_collate shifts labels: position t predicts token t + 1, so mask marks the completion's predictions.
         mask = train["target_ids"] != IGNORE
         new = _token_logps(model, train, cfg.temperature)
@@ -151,11 +160,20 @@ def grpo_objective(tokenizer, cfg: GrpoConfig, data_cfg: DataConfig, reward: Rew
         scale = n_prompts / max(int(mask.sum()), 1)  # per-token mean, counted in prompts by the loop
         sums.update(loss_sum=loss_sum.detach() * scale, reward_sum=rewards.sum() / cfg.group_size,
                     n_completions=torch.tensor(float(len(samples))))
-        for name, fn in monitors.items():
+        for name, fn in self.monitors.items():
             sums[f"monitor_{name}_sum"] = torch.tensor(sum(fn(prompts, texts, refs)) / cfg.group_size)
         return loss_sum * scale, sums
 
-    def summarize(totals: dict[str, float], n: float) -> dict[str, float]:
+    def units(self, item: Any) -> int:
+        """One prompt."""
+        return 1
+
+    def length(self, item: Any) -> int:
+        """0: sampled token counts are only known inside the loss (logged as completion length)."""
+        return 0
+
+    def summarize(self, totals: dict[str, float], n: float) -> dict[str, float]:
+        """Mean loss and reward per prompt; KL and clipped fraction per token; completion length."""
         tokens = max(totals.get("n_tokens", 0.0), 1.0)
         return {
             "eval_loss": totals.get("loss_sum", 0.0) / n if n else float("nan"),
@@ -164,10 +182,19 @@ def grpo_objective(tokenizer, cfg: GrpoConfig, data_cfg: DataConfig, reward: Rew
             "eval_clipped_fraction": totals.get("n_clipped", 0.0) / tokens,
             "eval_completion_length": totals.get("n_tokens", 0.0) / max(totals.get("n_completions", 0.0), 1.0),
             **{f"eval_reward_{name}": totals.get(f"monitor_{name}_sum", 0.0) / n if n else float("nan")
-               for name in monitors},
+               for name in self.monitors},
         }
 
-    # length 0: sampled token counts are only known inside the loss (logged as completion length).
-    return Objective(name="grpo", collate=collate, loss=loss, units=lambda example: 1,
-                     length=lambda example: 0, summarize=summarize)
 
+def build_grpo(cfg, tokenizer, data=None, model=None) -> GrpoObjective:
+    """GRPO of a run config: method.grpo's reward and monitored rewards loaded."""
+    grpo = cfg.method.grpo
+    monitors = {monitor_name(spec): load_reward(spec, cfg.data) for spec in grpo.monitor}
+    if len(monitors) != len(grpo.monitor):
+        raise ValueError(f"method.grpo.monitor: two rewards share a function name in {grpo.monitor}")
+    return GrpoObjective(tokenizer, grpo, cfg.data, load_reward(grpo.reward, cfg.data), monitors)
+
+
+GRPO = Method(name="grpo", build=build_grpo, items="prompts", config_section="grpo", token_budget=False,
+              plots=(Plot("reward", "reward.png", "mean reward",
+                          also=lambda cfg: tuple(f"reward_{monitor_name(s)}" for s in cfg.method.grpo.monitor)),))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
-    from lmtune.train.objectives import Objective
+    from lmtune.train.objective import Objective
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:

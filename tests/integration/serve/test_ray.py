@@ -52,12 +52,12 @@ def cluster():
 
 
 @pytest.fixture
-def database_settings() -> dict:
-    """Where the replicas keep their state: SQLite in the shared data folder (the default).
+def database_settings(fresh_postgres) -> dict:
+    """Where the replicas keep their state: a fresh database on the session's real PostgreSQL server.
 
-    The one place that picks the database: a PostgreSQL store returns {"database_url": "postgresql://..."}.
+    The one place that picks the database (return {} for SQLite in the shared data folder).
     """
-    return {}
+    return {"database_url": fresh_postgres}
 
 
 def spans(log: Path) -> list[tuple[str, float, float]]:

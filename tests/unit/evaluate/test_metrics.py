@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from lmtune.evaluate.metrics import batched_macro_f1, bootstrap_ci, classification_metrics, lm_metrics, metric_with_ci
+from lmtune.evaluate.metrics import batched_macro_f1, classification_metrics, lm_metrics, metric_with_ci
+from lmtune.stats import bootstrap_ci
 
 LABELS = ["anger", "joy", "sadness"]
 REFS = ["joy", "joy", "joy", "anger", "anger", "sadness"]

@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import binomtest
 from sklearn.metrics import f1_score
 
-from lmtune.evaluate.metrics import bootstrap_ci
+from lmtune.stats import bootstrap_ci
 from lmtune.evaluate.significance import mcnemar, paired_bootstrap, paired_bootstrap_macro_f1
 
 LABELS = ["anger", "joy", "sadness"]

@@ -13,7 +13,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from lmtune.config import ModelConfig, RunConfig
-from lmtune.evaluate.generate import generate
+from lmtune.model.generate import generate
 from lmtune.model.export import load_trained, save_model
 from lmtune.model.load import load_model
 from lmtune.serve.batching import Batcher

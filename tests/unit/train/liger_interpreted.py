@@ -20,7 +20,7 @@ from lmtune.data.records import Example, Message
 from lmtune.model.tiny import byte_tokenizer, tiny_causal_lm
 from lmtune.train.chunked_loss import linear_cross_entropy
 from lmtune.train.kernels import LIGER_PATCHES, liger_kernels, liger_linear_cross_entropy
-from lmtune.train.objectives import causal_lm_loss
+from lmtune.train.sft import causal_lm_loss
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from peft import LoraConfig, get_peft_model
 from lmtune.model.tiny import tiny_causal_lm
 from lmtune.train import chunked_loss
 from lmtune.train.chunked_loss import head_returns_input, linear_cross_entropy, plain_output_head
-from lmtune.train.objectives import causal_lm_loss, sft_objective
+from lmtune.train.sft import causal_lm_loss, SftObjective
 
 PAD = 0
 
@@ -68,7 +68,7 @@ def test_frozen_head_gets_no_gradient_and_no_grad_mode_gives_the_loss(small_chun
 @pytest.mark.parametrize("packing", [True, False])
 def test_causal_lm_loss_chunked_equals_unchunked_in_loss_and_every_gradient(
         small_chunks, encoded, make_model, packing):
-    batch = sft_objective(packing, PAD).collate(encoded[:5])
+    batch = SftObjective(packing, PAD).collate(encoded[:5])
     grads = []
     for chunked in (True, False):
         model = make_model()
@@ -88,7 +88,7 @@ def test_lora_model_uses_the_chunked_path_with_the_frozen_head(encoded, make_mod
     model = get_peft_model(make_model(), LoraConfig(r=4, target_modules="all-linear"))
     head = plain_output_head(model)
     assert head is model.get_base_model().lm_head
-    batch = sft_objective(True, PAD).collate(encoded[:4])
+    batch = SftObjective(True, PAD).collate(encoded[:4])
     loss, _ = causal_lm_loss(model, batch)
     with torch.no_grad():
         full, _ = causal_lm_loss(model, batch, chunked=False)
@@ -121,7 +121,7 @@ def test_models_that_postprocess_logits_fall_back_to_the_full_logits():
 
 
 def test_under_bf16_autocast_the_head_runs_in_bf16_like_the_full_path(small_chunks, encoded, make_model):
-    batch = sft_objective(True, PAD).collate(encoded[:3])
+    batch = SftObjective(True, PAD).collate(encoded[:3])
     model = make_model()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         chunked, _ = causal_lm_loss(model, batch)

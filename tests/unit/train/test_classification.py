@@ -20,7 +20,7 @@ from lmtune.train.classification import (
     class_weights,
     classification_collate,
     classification_loss,
-    classification_objective,
+    ClassificationObjective,
     classification_summary,
     head_logits,
 )
@@ -132,7 +132,7 @@ def test_the_trained_head_and_label_names_survive_save_and_load(tokenizer, tmp_p
     assert head, "the new head must be trained"
     enc = encode_all(tokenizer)
     before = {n: p.detach().clone() for n, p in model.named_parameters() if "score" in n}
-    objective = classification_objective(tokenizer.pad_token_id, 3, class_weights("auto", enc, 3))
+    objective = ClassificationObjective(tokenizer.pad_token_id, 3, class_weights("auto", enc, 3))
     # lr 3e-3 over 16 steps: at 1e-2 over 8 the eval loss oscillated and the check passed for half the seeds.
     result = fit(model, enc, enc, objective, training_cfg(batch_size=4, max_steps=16, learning_rate=3e-3), tmp_path)
     assert result.evals[-1]["eval_loss"] < 0.8 * result.evals[0]["eval_loss"]

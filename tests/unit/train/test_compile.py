@@ -10,7 +10,7 @@ from lmtune.config import LoraConfig, MethodConfig
 from lmtune.model.adapters import apply_peft
 from lmtune.train.compile import compile_blocks, repeated_blocks, uncompile
 from lmtune.train.loop import fit
-from lmtune.train.objectives import sft_objective
+from lmtune.train.sft import SftObjective
 
 PAD = 0
 pytestmark = pytest.mark.slow  # each test compiles a tiny model's layer (~10-30 s on 2 cores)
@@ -30,9 +30,9 @@ def test_repeated_blocks_are_the_decoder_layers(make_model):
 
 def test_compiled_full_fine_tuning_matches_eager(encoded, make_model, tmp_path, training_cfg):
     cfg = dict(batch_size=4, max_steps=3)  # packed rows of a new length in every step
-    eager = fit(make_model(), encoded, [], sft_objective(True, PAD), training_cfg(**cfg), tmp_path / "a")
+    eager = fit(make_model(), encoded, [], SftObjective(True, PAD), training_cfg(**cfg), tmp_path / "a")
     model = make_model()
-    compiled = fit(model, encoded, [], sft_objective(True, PAD), training_cfg(compile=True, **cfg), tmp_path / "b")
+    compiled = fit(model, encoded, [], SftObjective(True, PAD), training_cfg(compile=True, **cfg), tmp_path / "b")
     assert all(layer._compiled_call_impl is None for layer in model.model.layers)  # eager after training
     assert compiled.train_losses == pytest.approx(eager.train_losses, rel=1e-4)
     assert compiled.train_losses[-1] < compiled.train_losses[0]
@@ -52,7 +52,7 @@ def test_compiled_lora_dropout_masks_are_recomputed_under_checkpointing(encoded,
         model = apply_peft(make_model(), MethodConfig(), lora)
         cfg = training_cfg(batch_size=4, max_steps=3, compile=True, gradient_checkpointing=checkpointing)
         counters.clear()
-        losses.append(fit(model, encoded, [], sft_objective(True, PAD), cfg, tmp_path / str(checkpointing)).train_losses)
+        losses.append(fit(model, encoded, [], SftObjective(True, PAD), cfg, tmp_path / str(checkpointing)).train_losses)
         assert not counters["graph_break"], dict(counters["graph_break"])
         layers = model.base_model.model.model.layers
         assert all(layer.gradient_checkpointing == checkpointing for layer in layers)  # restored after fit

@@ -19,7 +19,7 @@ from lmtune.train import kernels
 from lmtune.train.kernels import (liger_kernels, packed_attention, resolve_kernels, resolve_packed_attention,
                                   use_liger)
 from lmtune.train.methods import build_objective
-from lmtune.train.objectives import causal_lm_loss, sft_objective
+from lmtune.train.sft import causal_lm_loss, SftObjective
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 PAD = 0
@@ -110,7 +110,7 @@ def test_mask_and_a_model_not_on_sdpa_are_left_alone(make_model):
 
 
 def test_sft_objective_marks_packed_batches_only():
-    assert sft_objective(True, PAD).packs and not sft_objective(False, PAD).packs
+    assert SftObjective(True, PAD).packs and not SftObjective(False, PAD).packs
 
 
 def test_liger_is_not_used_on_the_cpu_even_when_installed(make_model):

@@ -10,7 +10,7 @@ import torch
 from lmtune.train import loop as loop_mod
 from lmtune.train.checkpoint import latest_checkpoint
 from lmtune.train.loop import fit
-from lmtune.train.objectives import causal_lm_loss, full_logits_lm_loss, sft_objective
+from lmtune.train.sft import causal_lm_loss, full_logits_lm_loss, SftObjective
 
 PAD = 0
 
@@ -25,14 +25,14 @@ def test_one_repeated_batch_is_overfit(encoded, make_model, tmp_path, training_c
     # lr 1e-2 reaches ~0.004 for every seed tried; at 3e-2 the loss spiked back up late in some runs
     # (0.24 at step 60 on an AVX-512 machine, seed 0).
     cfg = training_cfg(batch_size=2, max_steps=60, learning_rate=1e-2)
-    result = fit(model, batch, [], sft_objective(True, PAD), cfg, tmp_path)
+    result = fit(model, batch, [], SftObjective(True, PAD), cfg, tmp_path)
     assert result.train_losses[0] > 4.0
     assert result.train_losses[-1] < 0.05
 
 
 def test_loss_decreases_over_a_small_data_set(encoded, make_model, tmp_path, training_cfg):
     cfg = training_cfg(batch_size=4, epochs=8, eval_every=3)
-    result = fit(make_model(), encoded, encoded[:4], sft_objective(True, PAD), cfg, tmp_path)
+    result = fit(make_model(), encoded, encoded[:4], SftObjective(True, PAD), cfg, tmp_path)
     evals = [e["eval_loss"] for e in result.evals]
     assert evals[-1] < 0.6 * evals[0]
     assert sum(result.train_losses[-3:]) < 0.6 * sum(result.train_losses[:3])
@@ -44,7 +44,7 @@ def test_loss_decreases_over_a_small_data_set(encoded, make_model, tmp_path, tra
 def test_full_fine_tuning_changes_every_parameter(encoded, make_model, tmp_path, training_cfg):
     model = make_model()
     before = snapshot(model)
-    fit(model, encoded, [], sft_objective(True, PAD), training_cfg(batch_size=4, max_steps=2), tmp_path)
+    fit(model, encoded, [], SftObjective(True, PAD), training_cfg(batch_size=4, max_steps=2), tmp_path)
     unchanged = [n for n, p in model.named_parameters() if torch.equal(p, before[n])]
     assert unchanged == []
 
@@ -70,7 +70,7 @@ def record_gradients(monkeypatch):
 def test_batch_4_equals_batch_1_with_4_accumulation_steps(encoded, make_model, tmp_path, packing, training_cfg,
                                                           monkeypatch):
     grads = record_gradients(monkeypatch)
-    obj = sft_objective(packing, PAD)
+    obj = SftObjective(packing, PAD)
     r_big = fit(make_model(), encoded, [], obj, training_cfg(batch_size=4, grad_accum=1, max_steps=3), tmp_path / "a")
     r_small = fit(make_model(), encoded, [], obj, training_cfg(batch_size=1, grad_accum=4, max_steps=3),
                   tmp_path / "b")
@@ -86,8 +86,8 @@ def test_batch_4_equals_batch_1_with_4_accumulation_steps(encoded, make_model, t
 def test_packed_equals_unpacked(encoded, make_model, tmp_path, training_cfg, pack_length):
     packed, padded = make_model(), make_model()
     cfg = training_cfg(batch_size=4, max_steps=3)
-    r1 = fit(packed, encoded, encoded[:5], sft_objective(True, PAD, pack_length), cfg, tmp_path / "p")
-    r2 = fit(padded, encoded, encoded[:5], sft_objective(False, PAD), cfg, tmp_path / "u")
+    r1 = fit(packed, encoded, encoded[:5], SftObjective(True, PAD, pack_length), cfg, tmp_path / "p")
+    r2 = fit(padded, encoded, encoded[:5], SftObjective(False, PAD), cfg, tmp_path / "u")
     assert r1.train_losses == pytest.approx(r2.train_losses, abs=1e-5)
     assert r1.evals[-1]["eval_loss"] == pytest.approx(r2.evals[-1]["eval_loss"], abs=1e-5)
 
@@ -95,7 +95,7 @@ def test_packed_equals_unpacked(encoded, make_model, tmp_path, training_cfg, pac
 @pytest.mark.parametrize("packing", [True, False])
 def test_supervised_only_logits_give_the_full_logits_loss(encoded, make_model, packing):
     model = make_model()
-    obj = sft_objective(packing, PAD)
+    obj = SftObjective(packing, PAD)
     batch = obj.collate(encoded[:5])
     fast, fast_sums = causal_lm_loss(model, batch)
     full, full_sums = full_logits_lm_loss(model, batch)
@@ -106,21 +106,30 @@ def test_supervised_only_logits_give_the_full_logits_loss(encoded, make_model, p
 def test_resume_continues_exactly(encoded, make_model, tmp_path, training_cfg):
     # Dropout on, so the RNG state must be restored too for the losses to match.
     cfg = training_cfg(batch_size=2, max_steps=8, save_every=2, eval_every=4, keep_checkpoints=3)
-    full = fit(make_model(attention_dropout=0.2), encoded, encoded[:3], sft_objective(True, PAD), cfg, tmp_path / "a")
+    full = fit(make_model(attention_dropout=0.2), encoded, encoded[:3], SftObjective(True, PAD), cfg, tmp_path / "a")
 
     def crash(step, record):
         if step == 5:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit(make_model(attention_dropout=0.2), encoded, encoded[:3], sft_objective(True, PAD), cfg, tmp_path / "b",
+        fit(make_model(attention_dropout=0.2), encoded, encoded[:3], SftObjective(True, PAD), cfg, tmp_path / "b",
             on_step=crash)
     last = latest_checkpoint(tmp_path / "b" / "checkpoints")
     assert last.name == "step-000004"
-    resumed = fit(make_model(attention_dropout=0.2), encoded, encoded[:3], sft_objective(True, PAD), cfg,
+    resumed = fit(make_model(attention_dropout=0.2), encoded, encoded[:3], SftObjective(True, PAD), cfg,
                   tmp_path / "b", resume=last)
     assert resumed.train_losses == pytest.approx(full.train_losses[4:], abs=1e-6)
     assert resumed.evals[-1]["eval_loss"] == pytest.approx(full.evals[-1]["eval_loss"], abs=1e-6)
+
+
+def test_on_step_sees_every_train_record_and_every_evaluation(encoded, make_model, tmp_path, training_cfg):
+    seen = []
+    cfg = training_cfg(batch_size=4, max_steps=4, eval_every=2)
+    fit(make_model(), encoded, encoded[:2], SftObjective(True, PAD), cfg, tmp_path,
+        on_step=lambda step, record: seen.append((step, record["kind"], "eval_loss" in record)))
+    assert seen == [(1, "train", False), (2, "train", False), (2, "eval", True), (3, "train", False),
+                    (4, "train", False), (4, "eval", True)]
 
 
 def test_early_stopping_on_a_plateau_keeps_the_best_weights(encoded, make_model, tmp_path, monkeypatch, training_cfg):
@@ -138,7 +147,7 @@ def test_early_stopping_on_a_plateau_keeps_the_best_weights(encoded, make_model,
     model = make_model()
     cfg = training_cfg(batch_size=4, max_steps=12, eval_every=2,
                        early_stopping={"metric": "eval_loss", "patience": 3, "min_delta": 0.01})
-    result = fit(model, encoded, encoded[:2], sft_objective(True, PAD), cfg, tmp_path, on_step=remember)
+    result = fit(model, encoded, encoded[:2], SftObjective(True, PAD), cfg, tmp_path, on_step=remember)
     assert result.stopped_early and result.steps == 10  # evals at 2,4(best),6,8,10
     assert result.best_step == 4 and result.best_metric == 2.0
     for name, p in model.named_parameters():
@@ -151,7 +160,7 @@ def test_tensorboard_receives_the_metrics(encoded, make_model, tmp_path, trainin
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     cfg = training_cfg(batch_size=4, max_steps=3, eval_every=3, report_to=["tensorboard"])
-    fit(make_model(), encoded, encoded[:2], sft_objective(True, PAD), cfg, tmp_path)
+    fit(make_model(), encoded, encoded[:2], SftObjective(True, PAD), cfg, tmp_path)
     events = list((tmp_path / "lmtune").rglob("events.out.tfevents.*"))
     assert events
     acc = EventAccumulator(str(events[0].parent))
@@ -161,10 +170,10 @@ def test_tensorboard_receives_the_metrics(encoded, make_model, tmp_path, trainin
 
 
 def test_gradient_checkpointing_gives_the_same_losses(encoded, make_model, tmp_path, training_cfg):
-    plain = fit(make_model(), encoded, [], sft_objective(True, PAD), training_cfg(batch_size=4, max_steps=3),
+    plain = fit(make_model(), encoded, [], SftObjective(True, PAD), training_cfg(batch_size=4, max_steps=3),
                 tmp_path / "a")
     model = make_model()
-    ckpt = fit(model, encoded, [], sft_objective(True, PAD),
+    ckpt = fit(model, encoded, [], SftObjective(True, PAD),
                training_cfg(batch_size=4, max_steps=3, gradient_checkpointing=True), tmp_path / "b")
     assert model.is_activation_checkpointing
     assert ckpt.train_losses == pytest.approx(plain.train_losses, abs=1e-5)
@@ -172,7 +181,7 @@ def test_gradient_checkpointing_gives_the_same_losses(encoded, make_model, tmp_p
 
 def test_length_grouped_batches_train(encoded, make_model, tmp_path, training_cfg):
     cfg = training_cfg(batch_size=3, epochs=4, packing=False, group_by_length=True)
-    result = fit(make_model(), encoded, [], sft_objective(False, PAD), cfg, tmp_path)
+    result = fit(make_model(), encoded, [], SftObjective(False, PAD), cfg, tmp_path)
     assert result.steps == 16
     assert sum(result.train_losses[-4:]) < 0.7 * sum(result.train_losses[:4])
 
@@ -182,7 +191,7 @@ def test_patience_running_out_at_the_last_step_is_not_early_stopping(encoded, ma
     planted = iter([2.0, 2.5, 2.6])  # best at step 2, then no improvement at steps 4 and 6 (the last)
     monkeypatch.setattr(loop_mod, "evaluate_loss", lambda *a, **k: {"eval_loss": next(planted)})
     cfg = training_cfg(batch_size=4, max_steps=6, eval_every=2, early_stopping={"metric": "eval_loss", "patience": 2})
-    result = fit(make_model(), encoded, encoded[:2], sft_objective(True, PAD), cfg, tmp_path)
+    result = fit(make_model(), encoded, encoded[:2], SftObjective(True, PAD), cfg, tmp_path)
     assert result.steps == 6 and not result.stopped_early
     assert "early stopping" not in capsys.readouterr().out
 
@@ -197,9 +206,9 @@ def test_token_budget_batches_give_the_step_of_count_batches(encoded, make_model
     budget = lengths[-1] + lengths[-2]
     assert lengths[0] + lengths[1] + lengths[2] > budget
     grads = record_gradients(monkeypatch)
-    count = fit(make_model(), data, [], sft_objective(True, PAD), training_cfg(batch_size=4, max_steps=1),
+    count = fit(make_model(), data, [], SftObjective(True, PAD), training_cfg(batch_size=4, max_steps=1),
                 tmp_path / "count")
-    by_tokens = fit(make_model(), data, [], sft_objective(True, PAD),
+    by_tokens = fit(make_model(), data, [], SftObjective(True, PAD),
                     training_cfg(max_tokens_per_batch=budget, grad_accum=2, max_steps=1), tmp_path / "tokens")
     assert by_tokens.train_losses == pytest.approx(count.train_losses, abs=1e-5)
     for name, grad in grads[0].items():

@@ -13,11 +13,11 @@ from lmtune.data.encode import encode_preference
 from lmtune.data.records import Example, Message
 from lmtune.model.adapters import apply_peft
 from lmtune.model.load import load_model
-from lmtune.train.grpo import grpo_objective, load_reward, sample_completions
+from lmtune.train.grpo import GrpoObjective, load_reward, sample_completions
 from lmtune.train.loop import fit
 from lmtune.train.methods import build_objective
 from lmtune.train.metrics_log import read_metrics
-from lmtune.train.pairs import dpo_objective, pair_collate, reference_logps, reward_objective, sequence_logps
+from lmtune.train.pair_objectives import DpoObjective, pair_collate, reference_logps, RewardObjective, sequence_logps
 
 PAIRS = [("How do I bake bread?", "Mix flour, water and yeast, then bake.", "No."),
          ("Say something kind.", "You are doing great.", "Go away."),
@@ -50,12 +50,12 @@ def perturb_adapter(model, scale=0.5):
 
 def test_dpo_at_the_reference_is_log_2_with_zero_margins(tokenizer):
     model = lora_lm()  # LoRA B starts at 0: the policy equals the reference
-    objective = dpo_objective(tokenizer.pad_token_id, beta=0.1)
+    objective = DpoObjective(tokenizer.pad_token_id, beta=0.1)
     batch = objective.collate(pairs(tokenizer))
     loss_sum, sums = objective.loss(model, batch)
     assert loss_sum.item() == pytest.approx(len(PAIRS) * math.log(2), rel=1e-6)
     assert sums["margin_sum"].item() == 0 and sums["n_correct"].item() == 0
-    ipo = dpo_objective(tokenizer.pad_token_id, beta=0.1, kind="ipo")
+    ipo = DpoObjective(tokenizer.pad_token_id, beta=0.1, kind="ipo")
     assert ipo.loss(model, batch)[0].item() == pytest.approx(len(PAIRS) * (1 / 0.2) ** 2, rel=1e-6)
 
 
@@ -83,7 +83,7 @@ def test_dpo_loss_equals_the_hand_computed_value(tokenizer):
     ref = reference_logps(model, batch, None).tolist()
     n = len(PAIRS)
     by_hand = sum(math.log(1 + math.exp(-beta * ((pol[i] - ref[i]) - (pol[n + i] - ref[n + i])))) for i in range(n))
-    loss_sum, _ = dpo_objective(tokenizer.pad_token_id, beta).loss(model, batch)
+    loss_sum, _ = DpoObjective(tokenizer.pad_token_id, beta).loss(model, batch)
     assert loss_sum.item() == pytest.approx(by_hand, rel=1e-5)
 
 
@@ -91,8 +91,8 @@ def test_precomputed_reference_gives_the_same_loss(tokenizer):
     model = lora_lm()
     perturb_adapter(model, 0.3)
     items = pairs(tokenizer)
-    live = dpo_objective(tokenizer.pad_token_id, 0.1)
-    pre = dpo_objective(tokenizer.pad_token_id, 0.1, precompute=True)
+    live = DpoObjective(tokenizer.pad_token_id, 0.1)
+    pre = DpoObjective(tokenizer.pad_token_id, 0.1, precompute=True)
     prepared = pre.prepare(model, items, 3)
     assert len(prepared) == len(items) and len(prepared[0]) == 4
     a = live.loss(model, live.collate(items))[0]
@@ -121,7 +121,7 @@ def test_full_fine_tuning_dpo_keeps_a_frozen_reference(tokenizer, tmp_path, trai
 
 def test_reward_loss_is_bradley_terry_on_the_head_scores(tokenizer):
     model, _ = load_model(ModelConfig(name="tiny-llama"), "sequence_classification", num_labels=1)
-    objective = reward_objective(tokenizer.pad_token_id)
+    objective = RewardObjective(tokenizer.pad_token_id)
     batch = objective.collate(pairs(tokenizer))
     with torch.no_grad():
         scores = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0].tolist()
@@ -143,7 +143,7 @@ def test_grpo_samples_score_and_train(tokenizer, tmp_path, training_cfg):
                Example("chat", messages=[Message("user", "Bye"), Message("assistant", "Ciao")])]
     # Monitored rewards are logged beside the trained one: the same function logs the same mean.
     monitors = {"short": reward, "three": lambda p, c, r: [3.0] * len(c)}
-    objective = grpo_objective(tokenizer, cfg, DataConfig(template="chatml"), reward, monitors)
+    objective = GrpoObjective(tokenizer, cfg, DataConfig(template="chatml"), reward, monitors)
     batch = objective.collate(prompts)
     assert batch["references"] == ["Hello", "Ciao"] and batch["prompts"][0].endswith("<|im_start|>assistant\n")
     samples = sample_completions(model, tokenizer, batch["prompts"] * 2, cfg)
@@ -166,7 +166,7 @@ def test_held_out_pair_scores_keep_the_pairs_order_and_skip_the_base_reference_p
 
     model = lora_lm()
     perturb_adapter(model)
-    objective = dpo_objective(tokenizer.pad_token_id, beta=0.1)
+    objective = DpoObjective(tokenizer.pad_token_id, beta=0.1)
     encoded = pairs(tokenizer)
     one_by_one = [objective.margins(model, objective.collate([p])) for p in encoded]
     # Scored in length-sorted batches of 3, given back in the pairs' own order.

@@ -4,7 +4,7 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from lmtune.evaluate.generate import Generation, generate
+from lmtune.model.generate import Generation, generate
 from lmtune.model.tiny import byte_tokenizer, tiny_causal_lm
 
 PROMPTS = ["Hello there, how are you?", "Hi", "A much longer prompt that needs a lot of left padding", "Ok."]

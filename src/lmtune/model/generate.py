@@ -1,4 +1,4 @@
-"""Batched text generation for evaluation: left padding, the KV cache, EOS and stop strings.
+"""Batched text generation (evaluation, GRPO sampling, serving): left padding, the KV cache, EOS and stop strings.
 
 Usage:
     tok = byte_tokenizer(); model = tiny_causal_lm(vocab_size=len(tok))

@@ -1,4 +1,4 @@
-"""`lmtune train`: prepare data -> load model -> apply the method -> fit -> save -> compare with the base.
+"""`lmtune train`: prepare data -> baselines -> apply the method -> fit -> save -> compare with the base.
 
     run_dir = run_training(load_config("configs/demo.yaml"))
 
@@ -20,17 +20,16 @@ from accelerate.utils import broadcast_object_list
 from lmtune.config import RunConfig
 from lmtune.config_file import dump_config
 from lmtune.data.prepare import manifest_summary, prepare_data
-from lmtune.evaluate.forgetting import forgetting_report, general_text_loss
-from lmtune.evaluate.suite import check_eval_labels, fine_tuned_scores, prompt_baselines, write_comparison, write_json
+from lmtune.evaluate.suite import check_eval_labels, prompt_baselines, write_json
 from lmtune.model.adapters import apply_peft
 from lmtune.model.export import save_model
 from lmtune.model.load import describe_model, load_model, load_tokenizer, weights_hash
+from lmtune.pipeline.comparison import compare_with_base
 from lmtune.runs import config_hash, find_resume_point, lineage_base, new_run_dir, run_config, write_lineage
 from lmtune.train.hardware import make_accelerator, resolve_precision
-from lmtune.train.grpo import monitor_name
 from lmtune.train.loop import fit
+from lmtune.train.methods import method_of, training_items
 from lmtune.train.metrics_log import plot_losses, plot_metric
-from lmtune.train.methods import build_objective, model_task, num_labels, training_items
 
 Echo = Callable[[str], None]
 
@@ -62,20 +61,20 @@ def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print) 
     main = accelerator.is_main_process
     echo(f"run folder: {run_dir}")
 
+    method = method_of(cfg)
     tokenizer = load_tokenizer(cfg.model)
-    data = prepare_data(cfg, tokenizer)
+    data = prepare_data(cfg, tokenizer, encoding=method.encoding)
     echo(manifest_summary(data.manifest) + ("  (from cache)" if data.from_cache else ""))
     check_eval_labels(cfg, data.label_names)
     if main:
         write_json(run_dir / "manifest.json", data.manifest)
 
-    task = model_task(cfg)
-    model, tokenizer = load_model(cfg.model, task, num_labels(cfg, data))
-    if task == "sequence_classification" and data.label_names:
+    model, tokenizer = load_model(cfg.model, method.head, method.outputs(data))
+    if method.head == "sequence_classification" and data.label_names:
         # Saved in config.json with the model, so predictions come back as names.
         model.config.id2label = dict(enumerate(data.label_names))
         model.config.label2id = {name: i for i, name in enumerate(data.label_names)}
-    objective = build_objective(cfg, tokenizer, data, model)
+    objective = method.build(cfg, tokenizer, data, model)
     if main:
         write_lineage(run_dir, lineage_base(cfg, data.manifest, weights_hash(model)))
     evaluating = cfg.eval.at_end and bool(data.examples.get("test"))
@@ -87,14 +86,15 @@ def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print) 
             saved = json.loads(base_file.read_text())
             baselines, general_before = saved["systems"], saved.get("general_text")
         else:
-            # A classification head's baseline is a prompted LM; a reward model's is its untrained head.
-            lm = (None, None) if cfg.method.task == "classification" else (model, tokenizer)
+            # A classification head's baseline is a prompted LM (loaded there); a reward model's is its untrained head.
+            lm = (None, None) if method.baseline == "prompted_lm" else (model, tokenizer)
             baselines, general_before = prompt_baselines(cfg, data, "test", objective, accelerator, *lm, echo=echo)
             if main:
                 write_json(base_file, {"systems": baselines, "general_text": general_before})
 
     torch.manual_seed(cfg.training.seed)  # adapter (and any new head) initialisation follows the run's seed
-    model = apply_peft(model, cfg.method, cfg.lora, task, gradient_checkpointing=cfg.training.gradient_checkpointing)
+    model = apply_peft(model, cfg.method, cfg.lora, method.head,
+                       gradient_checkpointing=cfg.training.gradient_checkpointing)
     shape = describe_model(model)
     echo(f"training {shape['trainable_parameters']:,} of {shape['parameters']:,} parameters "
          f"({cfg.method.task}, peft={cfg.method.peft}, precision={resolve_precision(cfg.training.precision)})")
@@ -117,21 +117,11 @@ def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print) 
         save_model(accelerator.unwrap_model(model), tokenizer, run_dir / "final", base_cfg=cfg.model)
         if (run_dir / "metrics.jsonl").exists():
             plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png")
-            if cfg.method.task == "grpo":
-                monitored = tuple(f"reward_{monitor_name(spec)}" for spec in cfg.method.grpo.monitor)
-                plot_metric(run_dir / "metrics.jsonl", "reward", run_dir / "reward.png", "mean reward", monitored)
+            for plot in method.plots:
+                plot_metric(run_dir / "metrics.jsonl", plot.metric, run_dir / plot.file, plot.label, plot.also(cfg))
     if evaluating:
-        echo("scoring the fine-tuned model on the test split ...")
-        tuned = fine_tuned_scores(accelerator.unwrap_model(model), tokenizer, data, "test", cfg, objective,
-                                  accelerator)
-        if main:
-            forgetting = None
-            if general_before:
-                after = general_text_loss(accelerator.unwrap_model(model), tokenizer,
-                                          max_blocks=cfg.eval.forgetting_blocks, desc="general text (forgetting)")
-                forgetting = forgetting_report(general_before, after)
-            systems = {**baselines, **tuned}
-            summary["test"] = write_comparison(run_dir, systems, data, "test", cfg, forgetting, echo)
+        summary["test"] = compare_with_base(run_dir, baselines, general_before, accelerator.unwrap_model(model),
+                                            tokenizer, data, "test", cfg, objective, accelerator, echo)
     if main:
         summary["wall_seconds"] = time.time() - started
         write_lineage(run_dir, {"result": summary, "model": shape, "final": str(run_dir / "final")})

@@ -24,7 +24,7 @@ from typing import Literal
 
 import numpy as np
 
-from lmtune.evaluate.metrics import bootstrap_ci
+from lmtune.stats import bootstrap_ci
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 PerExampleMetric = Literal["exact_match", "numeric_match", "rouge1", "rouge2", "rougeL"]

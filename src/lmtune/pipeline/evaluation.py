@@ -15,13 +15,13 @@ from peft import PeftModel
 
 from lmtune.config_file import load_config
 from lmtune.data.prepare import prepare_data
-from lmtune.evaluate.forgetting import forgetting_report, general_text_loss
-from lmtune.evaluate.suite import Echo, check_eval_labels, fine_tuned_scores, prompt_baselines, write_comparison
+from lmtune.evaluate.suite import Echo, check_eval_labels, prompt_baselines
 from lmtune.model.export import load_trained
 from lmtune.model.load import load_model, load_tokenizer
+from lmtune.pipeline.comparison import compare_with_base
 from lmtune.runs import run_config
 from lmtune.train.hardware import make_accelerator
-from lmtune.train.methods import build_objective
+from lmtune.train.methods import method_of
 
 
 def evaluate_target(target: str | Path, split: str = "test", limit: int | None = None, echo: Echo = print) -> Path:
@@ -34,33 +34,25 @@ def evaluate_target(target: str | Path, split: str = "test", limit: int | None =
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={key: limit})})
     out = path / f"eval-{split}" if is_run else Path(cfg.output.dir) / f"{cfg.output.name}-eval-{time.strftime('%Y%m%d-%H%M%S')}"
 
+    method = method_of(cfg)
     tokenizer = load_tokenizer(cfg.model)
-    data = prepare_data(cfg, tokenizer)
+    data = prepare_data(cfg, tokenizer, encoding=method.encoding)
     check_eval_labels(cfg, data.label_names)
     if not data.examples.get(split):
         raise FileNotFoundError(f"the {split} split of {target} is empty")
     accelerator = make_accelerator(cfg.training)
-    full_dpo = cfg.method.task == "dpo" and cfg.method.peft == "none"  # its reference is a copy of the base
-    objective = build_objective(cfg, tokenizer, data, load_model(cfg.model)[0] if full_dpo else None)
+    full_copy = method.copies_reference and cfg.method.peft == "none"  # its reference is a copy of the base
+    objective = method.build(cfg, tokenizer, data, load_model(cfg.model)[0] if full_copy else None)
 
     tuned = None
     if is_run:
         tuned, tokenizer = load_trained(path / "final", base_cfg=cfg.model)
         tuned.eval()
-    if isinstance(tuned, PeftModel) and cfg.method.task != "classification" and cfg.method.task != "reward":
+    if isinstance(tuned, PeftModel) and method.baseline == "own_lm":
         with tuned.disable_adapter():  # the same weights without the adapter: no second copy
             baselines, general_before = prompt_baselines(cfg, data, split, objective, accelerator, tuned, tokenizer,
                                                          echo=echo)
     else:  # the base is loaded only when the baselines are not cached yet
         baselines, general_before = prompt_baselines(cfg, data, split, objective, accelerator, echo=echo)
-    systems = dict(baselines)
-    forgetting = None
-    if tuned is not None:
-        echo(f"scoring the fine-tuned model on {len(data.examples[split])} {split} examples ...")
-        systems.update(fine_tuned_scores(tuned, tokenizer, data, split, cfg, objective, accelerator))
-        if general_before:
-            after = general_text_loss(tuned, tokenizer, max_blocks=cfg.eval.forgetting_blocks,
-                                      desc="general text (forgetting)")
-            forgetting = forgetting_report(general_before, after)
-    write_comparison(out, systems, data, split, cfg, forgetting, echo)
+    compare_with_base(out, baselines, general_before, tuned, tokenizer, data, split, cfg, objective, accelerator, echo)
     return out

@@ -1,20 +1,14 @@
-"""Training objectives: each is a collator plus `loss(model, batch) -> (loss_sum, metric_sums)`.
+"""Supervised fine-tuning (sft): next-token cross-entropy on answers (or raw text), packed or padded.
 
-The loop owns normalisation: an objective returns the *sum* of its per-unit losses (tokens for
-language modelling, pairs for preference losses) and the batch says how many units it holds
-(`batch["n_units"]`), so gradient accumulation and data parallelism divide by the global count of
-units over the whole optimizer step — exactly one large batch.
-
-Usage (lmtune.train.methods.build_objective picks the objective a config names):
-    objective = sft_objective(packing=True, pad_id=tokenizer.pad_token_id)
+    objective = SftObjective(packing=True, pad_id=tokenizer.pad_token_id)
     batch = objective.collate(encoded_examples)
-    loss_sum, sums = objective.loss(model, batch)
+    loss_sum, sums = objective.loss(model, batch)     # summed over supervised tokens
+
+The SFT record (`SFT`, listed in train/methods.py) builds it from a run config.
 """
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -22,31 +16,9 @@ import torch.nn.functional as F
 
 from lmtune.data.collate import pack_collate, pad_collate
 from lmtune.train.chunked_loss import head_returns_input, linear_cross_entropy, plain_output_head
+from lmtune.train.kernels import liger_linear_cross_entropy, resolve_kernels
+from lmtune.train.objective import Batch, Method, Objective, pad_id_of
 from lmtune.train.validation import lm_summary
-
-Batch = dict[str, Any]
-LossFn = Callable[[torch.nn.Module, Batch], tuple[torch.Tensor, dict[str, torch.Tensor]]]
-
-
-@dataclass
-class Objective:
-    """What a method adds to the one training loop."""
-
-    name: str
-    collate: Callable[[list], Batch]
-    loss: LossFn
-    units: Callable[[Any], int]
-    """Number of loss units (e.g. supervised tokens) one encoded example contributes."""
-    length: Callable[[Any], int]
-    """Number of tokens of one encoded example (for throughput and length grouping)."""
-    summarize: Callable[[dict[str, float], float], dict[str, float]]
-    """Turn summed validation statistics and the unit count into eval_* metrics."""
-    margins: Callable[[torch.nn.Module, Batch], dict[str, torch.Tensor]] | None = None
-    """Preference objectives: per-pair margins (> 0 means the chosen answer wins), for held-out accuracy."""
-    prepare: Callable[[torch.nn.Module, list, int], list] | None = None
-    """Run once on the training and validation sets before training (e.g. precomputed reference log-probs)."""
-    packs: bool = False
-    """Batches are packed rows (restarting position ids, no attention mask): varlen attention applies."""
 
 
 def supervised_tokens(encoded) -> int:
@@ -100,21 +72,46 @@ def full_logits_lm_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Ten
     return loss_sum, {"loss_sum": loss_sum.detach(), "n_correct": correct.detach()}
 
 
-def sft_objective(packing: bool, pad_id: int, pack_length: int | None = None, chunked_loss: bool = True,
-                  head_loss: HeadLoss = linear_cross_entropy) -> Objective:
+class SftObjective(Objective):
     """Supervised fine-tuning of a causal LM (answers only, or raw text); packed rows hold <= pack_length tokens."""
 
-    def collate(items: list) -> Batch:
-        batch = pack_collate(items, pack_length) if packing else pad_collate(items, pad_id)
+    name = "sft"
+
+    def __init__(self, packing: bool, pad_id: int, pack_length: int | None = None, chunked_loss: bool = True,
+                 head_loss: HeadLoss = linear_cross_entropy):
+        self.packing, self.pad_id, self.pack_length = packing, pad_id, pack_length
+        self.chunked_loss, self.head_loss = chunked_loss, head_loss
+        self.packs = packing
+
+    def collate(self, items: list) -> Batch:
+        """Packed rows (or right-padded ones); one unit per supervised token."""
+        batch = pack_collate(items, self.pack_length) if self.packing else pad_collate(items, self.pad_id)
         batch["n_units"] = batch["n_tokens"]
         return batch
 
-    return Objective(
-        name="sft",
-        collate=collate,
-        loss=functools.partial(causal_lm_loss, chunked=chunked_loss, head_loss=head_loss),
-        units=supervised_tokens,
-        length=lambda enc: len(enc.input_ids),
-        summarize=lm_summary,
-        packs=packing,
-    )
+    def loss(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Summed next-token cross-entropy over the batch's supervised tokens."""
+        return causal_lm_loss(model, batch, chunked=self.chunked_loss, head_loss=self.head_loss)
+
+    def units(self, item: Any) -> int:
+        """Supervised tokens of one encoded example."""
+        return supervised_tokens(item)
+
+    def length(self, item: Any) -> int:
+        """Tokens of one encoded example."""
+        return len(item.input_ids)
+
+    def summarize(self, totals: dict[str, float], n_units: float) -> dict[str, float]:
+        """Mean loss, perplexity and token accuracy."""
+        return lm_summary(totals, n_units)
+
+
+def build_sft(cfg, tokenizer, data=None, model=None) -> SftObjective:
+    """The SFT objective of a run config; the fused head loss follows training.kernels like fit's patches."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    liger = resolve_kernels(cfg.training.kernels, device) == "liger"
+    return SftObjective(cfg.training.packing, pad_id_of(tokenizer), cfg.data.max_seq_len, cfg.training.chunked_loss,
+                        liger_linear_cross_entropy if liger else linear_cross_entropy)
+
+
+SFT = Method(name="sft", build=build_sft, api_type="supervised")
