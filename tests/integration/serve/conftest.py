@@ -105,8 +105,9 @@ class Server:
         raise RuntimeError(f"server did not start: {self.log.read_text()[-3000:]}")
 
     def key(self, project: str) -> str:
+        database = ["--database-url", self.settings["database_url"]] if self.settings.get("database_url") else []
         out = subprocess.run([sys.executable, "-m", "lmtune.serve", "keys", "create", "--project", project,
-                              "--data-dir", str(self.data_dir)], capture_output=True, text=True, check=True)
+                              "--data-dir", str(self.data_dir), *database], capture_output=True, text=True, check=True)
         return out.stdout.strip()
 
     def client(self, key: str) -> openai.OpenAI:
