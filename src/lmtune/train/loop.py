@@ -74,7 +74,8 @@ def fit(
 ) -> FitResult:
     """Train `model` in place on encoded examples; the best weights are loaded back at the end.
 
-    Frozen weights are first cast to `cfg.frozen_dtype` (bf16 under bf16 mixed precision by default).
+    `on_step(step, record)` gets each train record, then the step's eval record if it evaluated
+    (record["kind"] says which); an exception it raises stops training. Frozen weights are first cast to `cfg.frozen_dtype` (bf16 under bf16 mixed precision by default).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out_dir / "checkpoints"
@@ -213,6 +214,7 @@ def fit(
         bar.update(1)
 
         stop = False
+        metrics = None
         if step % eval_every == 0 or step == n_steps:
             metrics = evaluate_loss(model, eval_set, objective, cfg.batch_size, accelerator) if eval_set else {}
             metrics.update({"kind": "eval", "step": step})
@@ -238,6 +240,8 @@ def fit(
                 ckpt.prune_checkpoints(ckpt_dir, cfg.keep_checkpoints)
         if on_step is not None:
             on_step(step, record)
+            if metrics is not None:  # e.g. lmtune tune reports it to Optuna, whose TrialPruned stops fit here
+                on_step(step, metrics)
         if stop:
             result.stopped_early = True
             accelerator.print(f"early stopping at step {step}: no improvement in {state['bad_evals']} evaluations")
