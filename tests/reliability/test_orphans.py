@@ -1,6 +1,6 @@
 """SIGKILL of `lmtune serve` alone (not its process group) at six moments of its start-up and of a running
 job leaves no lmtune process behind 10 s later: the worker and the training child are bound to their
-parent by the kernel's parent-death signal, set before their heavy imports (lmtune.serve.lifeline).
+parent by the kernel's parent-death signal, set before their heavy imports (lmtune.execute.lifeline).
 A server restarted on the same data directory then trains the queued job to success.
 """
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -58,6 +58,13 @@ class ServeConfig(BaseModel):
     """Base models that can be fine-tuned and served (built-in names or local folders)."""
     workers: int = Field(1, ge=1)
     """Worker processes; each trains one job at a time, taking queued jobs oldest first."""
+    executor: Literal["local", "ray"] = "local"
+    """Where jobs train: "local", child processes of the workers; "ray", Ray tasks on the cluster's nodes
+    (data_dir must then be a path every node reaches; docs/scale.md)."""
+    ray_address: str = "auto"
+    """The Ray cluster of executor "ray": "auto" (the one `ray start` runs on this machine) or ray://host:port."""
+    job_gpus: float = Field(0.0, ge=0)
+    """GPUs each job asks its Ray node for (executor "ray"; its CPUs are training_threads)."""
     start_workers: bool = True
     """Start the worker processes together with the HTTP server (off: run `lmtune.serve.worker` yourself)."""
     eval_at_end: bool = False

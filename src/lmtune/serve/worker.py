@@ -2,13 +2,15 @@
 
 Usage (the server starts these itself unless start_workers is off):
     python -m lmtune.serve.worker --data-dir DIR [--index 0] [--parent-pid PID]             # the polling loop
-    python -m lmtune.serve.worker train --config JOB.yaml [--resume RUN] --parent-pid PID   # one training run
+    python -m lmtune.serve.worker train --config JOB.yaml [--resume RUN]                    # one training run
 
-Training runs `lmtune.train.run.run_training` — the code path of `lmtune train` — in a child
-process of the worker, so a cancel or pause can stop it at once (SIGTERM) and a crash cannot take
-the worker down (the loop itself: lmtune.serve.worker_loop). With --parent-pid a process binds its
-life to that parent (lmtune.serve.lifeline) before anything heavy is imported: a server killed at
-any moment of its start-up takes its worker with it, and a worker its training child.
+Training runs `lmtune.train.run.run_training` — the code path of `lmtune train` — in a process
+started by the worker's executor (lmtune.execute: a child process, or a Ray task on some node), so a
+cancel or pause can stop it at once (SIGTERM) and a crash cannot take the worker down (the loop
+itself: lmtune.serve.worker_loop). With --parent-pid the loop binds its life to the server
+(lmtune.execute.lifeline) before anything heavy is imported, and the local executor binds each
+training child to the worker the same way: a server killed at any moment takes its workers with it,
+and a worker its training child.
 """
 
 from __future__ import annotations
@@ -16,27 +18,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
-import time
 
-from lmtune.serve.lifeline import ORPHAN_EXIT_CODE, bind_to_parent, parent_alive
+from lmtune.execute.lifeline import bind_to_parent
 
 PRIVATE_UMASK = 0o077  # everything the service writes is readable by its user only
 
 
-def _watch_parent(parent: int) -> None:
-    """Where the kernel cannot signal a parent's death (not Linux): poll for it and exit."""
-    def watch() -> None:
-        while parent_alive(parent):
-            time.sleep(0.5)
-        os._exit(ORPHAN_EXIT_CODE)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
 def _train(args: argparse.Namespace) -> int:
-    if args.parent_pid is not None and not bind_to_parent(args.parent_pid):
-        _watch_parent(args.parent_pid)
     from lmtune.config_file import load_config
     from lmtune.train.run import run_training
 
@@ -70,7 +58,6 @@ def main(argv: list[str] | None = None) -> int:
         parser = argparse.ArgumentParser(prog="lmtune.serve.worker train")
         parser.add_argument("--config", required=True)
         parser.add_argument("--resume", default=None)
-        parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process (the worker) dies")
         return _train(parser.parse_args(argv[1:]))
     parser = argparse.ArgumentParser(prog="lmtune.serve.worker")
     parser.add_argument("--data-dir", required=True)

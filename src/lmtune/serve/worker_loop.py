@@ -14,22 +14,20 @@ A lock file per worker index makes a restarted worker wait until its predecessor
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from lmtune.execute.base import LOST_EXIT_CODE, Executor, Handle, Resources, make_executor
 from lmtune.serve.config import ServeConfig
 from lmtune.serve.jobs import build_run_config, claim_next, transition, validate_job_files
-from lmtune.serve.lifeline import parent_alive
+from lmtune.execute.lifeline import parent_alive
 from lmtune.serve.metrics import HEARTBEAT_SECONDS
 from lmtune.serve.progress import fail_job, finalize_success, record_progress
 from lmtune.serve.store import Store
 
-STOP_GRACE_SECONDS = 10
 
 
 def _latest_step(run_dir: Path | None) -> int | None:
@@ -49,11 +47,12 @@ def _log_tail(path: Path) -> str:
 class Worker:
     """One worker: at most one training child at a time."""
 
-    def __init__(self, cfg: ServeConfig, index: int = 0):
+    def __init__(self, cfg: ServeConfig, index: int = 0, executor: Executor | None = None):
         self.cfg, self.index = cfg, index
         self.store = Store(cfg.db_path)
+        self.executor = executor or make_executor(cfg.executor, cfg.ray_address)
         self.job: dict[str, Any] | None = None
-        self.child: subprocess.Popen | None = None
+        self.child: Handle | None = None
         self.run_dir: Path | None = None
         self.progress: list[tuple[float, int]] = []  # (time, step) of the job's last two step advances
         self.last_beat = 0.0
@@ -97,10 +96,9 @@ class Worker:
             return
         job_dir = self.cfg.jobs_dir / job["id"]
         job_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "lmtune.serve.worker", "train", "--config", str(job_dir / "config.yaml"),
-               "--parent-pid", str(os.getpid())]
+        args = ["train", "--config", str(job_dir / "config.yaml")]
         if step is not None:
-            cmd += ["--resume", str(run_dir)]
+            args += ["--resume", str(run_dir)]
             self.store.add_event(job["id"], f"Resuming training from the checkpoint at step {step}")
         else:
             try:
@@ -116,11 +114,13 @@ class Worker:
             self.store.execute("UPDATE jobs SET run_dir=NULL, metrics_step=0 WHERE id=?", (job["id"],))
             job["metrics_step"] = 0
             self.store.add_event(job["id"], "Fine-tuning job started")
-        log = open(job_dir / "train.log", "ab")  # noqa: SIM115 - the child owns it while it runs
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-        log.close()
+        self.child = self.executor.submit("lmtune.serve.worker", args, log_path=job_dir / "train.log",
+                                          resources=self.resources())
         self.job, self.run_dir, self.progress = job, run_dir, []
+
+    def resources(self) -> Resources:
+        """What a job asks of the node that trains it: its training threads as CPUs, and the set GPUs."""
+        return Resources(cpus=float(self.cfg.training_threads or 1), gpus=float(self.cfg.job_gpus))
 
     def _find_run_dir(self) -> Path | None:
         found = [p for p in self.cfg.runs_dir.glob(f"{self.job['id']}-*") if (p / "config.yaml").exists()]
@@ -155,6 +155,10 @@ class Worker:
                 self.finish(0)
             elif rc is not None or (step is not None and step > (row["pause_step"] or 0)):
                 self.stop(f"Training paused after the checkpoint at step {step}" if step else "Training paused")
+        elif rc == LOST_EXIT_CODE and transition(self.store, job_id, "queued", ("running",)):
+            self.store.add_event(job_id, "The node training the job went away; the job continues from its "
+                                         "last checkpoint on another node")
+            self.child = self.job = self.run_dir = None
         elif rc is not None:
             self.finish(rc)
 
@@ -172,13 +176,7 @@ class Worker:
     def stop(self, message: str) -> None:
         """Terminate the training child (SIGTERM, then SIGKILL) and forget the job."""
         assert self.job is not None and self.child is not None
-        if self.child.poll() is None:
-            self.child.terminate()
-            try:
-                self.child.wait(STOP_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.child.kill()
-                self.child.wait()
+        self.child.cancel()
         self.store.add_event(self.job["id"], message)
         self.child = self.job = self.run_dir = None
 
@@ -208,4 +206,4 @@ class Worker:
                 self.heartbeat()
             time.sleep(self.cfg.poll_seconds)
         if self.child is not None and self.child.poll() is None:
-            self.child.kill()  # the job stays `running` in the database and resumes at the next start
+            self.child.cancel()  # the job stays `running` in the database and resumes at the next start

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from lmtune.serve.lifeline import ORPHAN_EXIT_CODE
+from lmtune.execute.lifeline import ORPHAN_EXIT_CODE
 
-BIND = "import sys, time; from lmtune.serve.lifeline import bind_to_parent; bind_to_parent(int(sys.argv[1])); "
+BIND = "import sys, time; from lmtune.execute.lifeline import bind_to_parent; bind_to_parent(int(sys.argv[1])); "
 
 
 def _gone(pid: int, timeout: float) -> bool:
