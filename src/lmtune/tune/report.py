@@ -43,11 +43,13 @@ def trials_table(study: optuna.Study, metric: str) -> str:
     return "\n".join(lines)
 
 
-def importances(study: optuna.Study, png: Path) -> dict[str, float] | None:
-    """fANOVA importance of each parameter over the complete trials, plotted to `png`; None with < 2."""
+def importances(study: optuna.Study, png: Path) -> dict[str, float] | str:
+    """fANOVA importance of each parameter over the complete trials, plotted to `png`; else why not."""
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(complete) < 2:
-        return None
+        return "Needs at least two complete trials."
+    if len({t.value for t in complete}) < 2:
+        return "All complete trials reached the same value: nothing to attribute."
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,8 +90,8 @@ def write_report(study: optuna.Study, cfg: RunConfig, tune_dir: Path) -> Path:
         lines += [f"Best: trial {best.number}, {metric} = {best.value:.4g}; its config: {tune_dir / 'best.yaml'}", ""]
     found = importances(study, tune_dir / "importance.png")
     lines += ["## Parameter importance (fANOVA over the complete trials)", ""]
-    if found is None:
-        lines += ["Needs at least two complete trials.", ""]
+    if isinstance(found, str):
+        lines += [found, ""]
     else:
         lines += ["![parameter importance](importance.png)", "", "| parameter | importance |", "|---|---:|"]
         lines += [f"| {k} | {v:.3f} |" for k, v in found.items()] + [""]

@@ -20,7 +20,7 @@ import optuna
 
 from lmtune.config import RunConfig
 from lmtune.config_file import dump_config
-from lmtune.execute import Resources, make_executor
+from lmtune.execute.base import Resources, make_executor
 from lmtune.tune.report import trial_run_dir, write_report
 from lmtune.tune.space import make_pruner, objective_of, suggest, with_params
 
@@ -40,8 +40,10 @@ def open_study(cfg: RunConfig, tune_dir: Path) -> tuple[optuna.Study, str]:
     _, direction = objective_of(cfg)
     study = optuna.create_study(
         storage=storage, study_name=cfg.tune.study_name or cfg.output.name, direction=direction,
-        load_if_exists=True, pruner=make_pruner(cfg),
-        sampler=optuna.samplers.TPESampler(seed=cfg.tune.seed, n_startup_trials=cfg.tune.startup_trials))
+        load_if_exists=True, pruner=make_pruner(cfg))
+    # Seeded past the stored trials: a resumed study draws new points, not the first run's again.
+    study.sampler = optuna.samplers.TPESampler(seed=cfg.tune.seed + len(study.trials),
+                                               n_startup_trials=cfg.tune.startup_trials)
     if study.direction != optuna.study.StudyDirection[direction.upper()]:
         raise ValueError(f"study {study.study_name} in {storage} was created to {study.direction.name.lower()}, "
                          f"but this config's metric wants to {direction}")
