@@ -54,8 +54,9 @@ def record_hyperparameters(store: Store, job: dict[str, Any], cfg: ServeConfig, 
     """Resolve the job's "auto" hyperparameters for its counted training file and store them in its row."""
     kind = job["method"]["type"]
     hp = resolve_hyperparameters(job["method"][kind]["hyperparameters"], cfg, n_examples)
-    store.execute("UPDATE jobs SET hyperparameters=?, method=? WHERE id=?",
-                  (encode(hp), encode(method_view(kind, hp)), job["id"]))
+    # Only the hyperparameters change; anything else the method holds stays as the client sent it.
+    method = {**job["method"], kind: {**job["method"][kind], "hyperparameters": hp}}
+    store.execute("UPDATE jobs SET hyperparameters=?, method=? WHERE id=?", (encode(hp), encode(method), job["id"]))
     return hp
 
 

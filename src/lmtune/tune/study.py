@@ -20,12 +20,13 @@ import optuna
 
 from lmtune.config import RunConfig
 from lmtune.config_file import dump_config
-from lmtune.execute.base import Resources, make_executor
+from lmtune.execute.base import Executor, Resources, make_executor
 from lmtune.tune.report import trial_run_dir, write_report
 from lmtune.tune.space import make_pruner, objective_of, suggest, with_params
 
 Echo = Callable[[str], None]
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+MAX_FAILED_IN_A_ROW = 3
 
 
 def tune_dir_of(cfg: RunConfig) -> Path:
@@ -73,42 +74,23 @@ def run_study(cfg: RunConfig, trials: int | None = None, timeout: float | None =
     study, storage = open_study(cfg, tune_dir)
     _forget_interrupted(study, echo)
     executor = make_executor(cfg.tune.executor, cfg.tune.address)
-    resources = Resources(cpus=cfg.tune.cpus_per_trial, gpus=cfg.tune.gpus_per_trial)
     done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    failed_in_a_row = 0
     echo(f"study {study.study_name} ({storage}): {done} of {wanted} trials finished")
     while done < wanted:
         left = deadline - time.monotonic() if deadline else None
         if left is not None and left <= 0:
             echo(f"--timeout reached: {done} of {wanted} trials finished; run the command again to continue")
             break
-        trial = study.ask()
-        trial_cfg = trial_config(cfg, trial, tune_dir)
-        config_path = tune_dir / "trials" / f"trial-{trial.number:03d}.yaml"
-        config_path.parent.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(dump_config(trial_cfg))
-        echo(f"trial {trial.number}: {trial.params} (log: {config_path.with_suffix('.log')})")
-        handle = executor.submit("lmtune.tune.trial", [str(config_path), "--storage", storage, "--study",
-                                                       study.study_name, "--trial", str(trial.number)],
-                                 log_path=config_path.with_suffix(".log"), resources=resources)
-        try:
-            code = handle.wait(left)
-        except BaseException:  # Ctrl-C: stop the trial with us; the study stays resumable
-            handle.cancel()
-            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-            raise
-        if code is None:
-            handle.cancel()
-            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-            echo(f"trial {trial.number} stopped: --timeout reached; run the command again to continue")
+        state = _run_trial(cfg, study, storage, tune_dir, executor, left, echo)
+        if state is None:
+            echo("--timeout reached during the trial; run the command again to continue")
             break
-        state = study._storage.get_trial(trial._trial_id).state
-        if state == optuna.trial.TrialState.RUNNING:  # it died before telling the study anything
-            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-            state = optuna.trial.TrialState.FAIL
-        value = study._storage.get_trial(trial._trial_id).value
-        echo(f"trial {trial.number} {state.name.lower()}" + (f": {value:.4g}" if value is not None else "")
-             + (f" (exit code {code})" if state == optuna.trial.TrialState.FAIL else ""))
         done += state in FINISHED
+        failed_in_a_row = 0 if state in FINISHED else failed_in_a_row + 1
+        if failed_in_a_row == MAX_FAILED_IN_A_ROW:  # e.g. a config every trial rejects: do not loop forever
+            echo(f"stopping: {MAX_FAILED_IN_A_ROW} trials in a row failed (their logs: {tune_dir / 'trials'})")
+            break
     best = _best_trial(study)
     if best is not None:
         (tune_dir / "best.yaml").write_text(dump_config(with_params(cfg, best.params)))
@@ -117,6 +99,39 @@ def run_study(cfg: RunConfig, trials: int | None = None, timeout: float | None =
     report = write_report(study, cfg, tune_dir)
     echo(f"report: {report}")
     return tune_dir
+
+
+def _run_trial(cfg: RunConfig, study: optuna.Study, storage: str, tune_dir: Path, executor: Executor,
+               timeout: float | None, echo: Echo) -> optuna.trial.TrialState | None:
+    """Sample, submit and wait for one trial; its final state, or None when `timeout` stopped it."""
+    trial = study.ask()
+    config_path = tune_dir / "trials" / f"trial-{trial.number:03d}.yaml"
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(dump_config(trial_config(cfg, trial, tune_dir)))
+    echo(f"trial {trial.number}: {trial.params} (log: {config_path.with_suffix('.log')})")
+    handle = executor.submit("lmtune.tune.trial", [str(config_path), "--storage", storage, "--study",
+                                                   study.study_name, "--trial", str(trial.number)],
+                             log_path=config_path.with_suffix(".log"),
+                             resources=Resources(cpus=cfg.tune.cpus_per_trial, gpus=cfg.tune.gpus_per_trial))
+    try:
+        code = handle.wait(timeout)
+    except BaseException:  # Ctrl-C: stop the trial with us; the study stays resumable
+        handle.cancel()
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        raise
+    if code is None:
+        handle.cancel()
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        return None
+    # The trial process told the study its outcome, unless it died first.
+    frozen = study.get_trials(deepcopy=False)[trial.number]
+    if frozen.state == optuna.trial.TrialState.RUNNING:
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        frozen = study.get_trials(deepcopy=False)[trial.number]
+    echo(f"trial {trial.number} {frozen.state.name.lower()}"
+         + (f": {frozen.value:.4g}" if frozen.value is not None else "")
+         + (f" (exit code {code}; see its log)" if frozen.state == optuna.trial.TrialState.FAIL else ""))
+    return frozen.state
 
 
 def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:

@@ -28,6 +28,7 @@ def run_trial(config: str, storage: str, study_name: str, number: int) -> int:
     cfg = load_config(config)
     metric, _ = objective_of(cfg)
     study = optuna.load_study(study_name=study_name, storage=storage, pruner=make_pruner(cfg))
+    # Optuna's distributed pattern: a Trial object for a trial the parent asked for, in another process.
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
     trial = optuna.trial.Trial(study, trial_id)
     values: list[float] = []
