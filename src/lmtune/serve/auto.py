@@ -4,7 +4,7 @@
 
 lmtune.serve.jobs.resolve_hyperparameters applies them to a job's "auto" values.
 
-Like OpenAI's (documented in docs/serve.md, "auto hyperparameters"):
+Like OpenAI's (docs/serve.md has them with worked examples):
 - n_epochs: `default_n_epochs` (3), raised so that training sees at least MIN_EXAMPLES_SEEN examples
   (small files) or lowered so that it sees at most MAX_EXAMPLES_SEEN (large files), within 1..MAX_AUTO_EPOCHS.
 - batch_size: about 0.2 % of the examples (ceil(n / 500)), at least 1 and at most `default_batch_size`,
