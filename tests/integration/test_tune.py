@@ -105,3 +105,12 @@ def test_a_trial_worse_than_the_median_is_pruned_at_its_first_evaluation(tmp_pat
     assert pruned.state == optuna.trial.TrialState.PRUNED and list(pruned.intermediate_values) == [2]
     metrics = (trial_run_dir(tune_dir, trial.number) / "metrics.jsonl").read_text()
     assert '"step": 2' in metrics and '"step": 3' not in metrics  # training stopped at the pruned evaluation
+
+
+@pytest.mark.slow
+def test_a_study_whose_trials_all_fail_stops_instead_of_looping(tmp_path):
+    assert tune(tmp_path, "--trials", "5", extra=("data.train_file=../shared/data/no-such-file.txt",)) == 0
+    trials = stored(tmp_path).trials
+    assert [t.state.name for t in trials] == ["FAIL"] * 3
+    assert "no-such-file.txt" in (tmp_path / "tiny-tune" / "trials" / "trial-000.log").read_text()
+    assert "Not scored on the test split" in (tmp_path / "tiny-tune" / "report.md").read_text()
