@@ -78,6 +78,7 @@ def test_timeout_stops_the_running_trial_and_starts_no_other(tmp_path):
     elapsed = time.monotonic() - started
     trials = stored(tmp_path).trials
     assert len(trials) == 1 and trials[0].state == optuna.trial.TrialState.FAIL
+    assert "| 0 | fail (timeout) |" in (tmp_path / "tiny-tune" / "report.md").read_text()
     assert elapsed < 20 + 25  # the timeout, plus stopping the trial and the study's bookkeeping
     assert not (tmp_path / "tiny-tune" / "best.yaml").exists()
 

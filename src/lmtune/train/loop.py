@@ -75,7 +75,8 @@ def fit(
     """Train `model` in place on encoded examples; the best weights are loaded back at the end.
 
     `on_step(step, record)` gets each train record, then the step's eval record if it evaluated
-    (record["kind"] says which); an exception it raises stops training. Frozen weights are first cast to `cfg.frozen_dtype` (bf16 under bf16 mixed precision by default).
+    (record["kind"] says which); an exception it raises stops training. Frozen weights are first cast
+    to `cfg.frozen_dtype` (bf16 under bf16 mixed precision by default).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out_dir / "checkpoints"

@@ -38,7 +38,8 @@ def trials_table(study: optuna.Study, metric: str) -> str:
              "|---:|---|---:|---:|---:|" + "---:|" * len(names)]
     for t in study.trials:
         minutes = t.duration.total_seconds() / 60 if t.duration else None
-        lines.append(f"| {t.number} | {t.state.name.lower()} | {_cell(t.value)} | {_cell(t.last_step)} | "
+        state = t.state.name.lower() + (f" ({t.user_attrs['stopped']})" if "stopped" in t.user_attrs else "")
+        lines.append(f"| {t.number} | {state} | {_cell(t.value)} | {_cell(t.last_step)} | "
                      f"{_cell(minutes)} | " + " | ".join(_cell(t.params.get(n)) for n in names) + " |")
     return "\n".join(lines)
 

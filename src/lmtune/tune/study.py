@@ -121,6 +121,7 @@ def _run_trial(cfg: RunConfig, study: optuna.Study, storage: str, tune_dir: Path
         raise
     if code is None:
         handle.cancel()
+        trial.set_user_attr("stopped", "timeout")  # shown in the report's trials table
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         return None
     # The trial process told the study its outcome, unless it died first.

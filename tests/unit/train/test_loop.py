@@ -123,6 +123,15 @@ def test_resume_continues_exactly(encoded, make_model, tmp_path, training_cfg):
     assert resumed.evals[-1]["eval_loss"] == pytest.approx(full.evals[-1]["eval_loss"], abs=1e-6)
 
 
+def test_on_step_gets_each_train_record_then_each_eval_record(encoded, make_model, tmp_path, training_cfg):
+    seen = []
+    cfg = training_cfg(batch_size=4, max_steps=4, eval_every=2)
+    fit(make_model(), encoded, encoded[:2], sft_objective(True, PAD), cfg, tmp_path,
+        on_step=lambda step, record: seen.append((step, record["kind"], "eval_loss" in record)))
+    assert seen == [(1, "train", False), (2, "train", False), (2, "eval", True), (3, "train", False),
+                    (4, "train", False), (4, "eval", True)]
+
+
 def test_early_stopping_on_a_plateau_keeps_the_best_weights(encoded, make_model, tmp_path, monkeypatch, training_cfg):
     planted = iter([3.0, 2.0, 2.5, 2.4, 2.6, 1.0])  # best at the 2nd evaluation, then a plateau
 
