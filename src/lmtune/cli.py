@@ -1,6 +1,7 @@
 """The `lmtune` command line: parses arguments and calls the library, nothing more.
 
     lmtune train configs/demo.yaml [--set training.learning_rate=1e-4] [--resume latest]
+    lmtune tune configs/demo.yaml --trials 6 [--timeout 30m]
     lmtune eval RUN_OR_CONFIG [--split test] [--limit N]
     lmtune data validate FILE [--format F] [--model M] [--json]
     lmtune data prepare CONFIG
@@ -49,6 +50,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         end_distributed()
     return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    from lmtune.tune.study import run_study
+
+    run_study(cfg, trials=args.trials, timeout=args.timeout)
+    return 0
+
+
+def _duration(text: str) -> float:
+    """Seconds in `90`, `90s`, `30m` or `2h`."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], units[text[-1]]) if text and text[-1] in units else (text, 1)
+    try:
+        seconds = float(number) * unit
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 90s, 30m or 2h, got {text!r}") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"the duration must be positive, got {text!r}")
+    return seconds
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -205,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(p)
     p.add_argument("--resume", metavar="latest|PATH", help="continue a run from its latest checkpoint, or a path")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("tune", help="search hyperparameters (Optuna: TPE, median pruning) over the config's tune.space")
+    with_config(p)
+    p.add_argument("--trials", type=int, help="finished trials the study should hold (default tune.trials)")
+    p.add_argument("--timeout", type=_duration, help="stop starting and running trials after this long, e.g. 30m")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("eval", help="score zero-shot and few-shot baselines (and a run's fine-tuned model)")
     p.add_argument("target", help="a run folder, or a config file (baselines only)")

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from lmtune.config_tune import TuneConfig
+
 
 class Section(BaseModel):
     """Base for every config section: unknown keys are errors, attribute docstrings are the docs."""
@@ -363,6 +365,8 @@ class RunConfig(Section):
     """Evaluation after training."""
     output: OutputConfig = Field(default_factory=OutputConfig)
     """Where the run is written."""
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+    """Hyperparameter search of `lmtune tune` (ignored by `lmtune train`)."""
 
     def data_cache(self) -> Path:
         """The folder of prepared data and baseline scores: `data.cache_dir`, else `model.cache_dir`."""
@@ -378,4 +382,18 @@ class RunConfig(Section):
         if self.method.peft == "head" and self.method.task not in ("classification", "reward"):
             raise ValueError(f"method.peft head trains only a classification or reward head, "
                              f"not method.task {self.method.task}")
+        for key in self.tune.space:
+            if not _is_leaf(key):
+                raise ValueError(f"tune.space: {key!r} is not a config value (e.g. training.learning_rate)")
         return self
+
+
+def _is_leaf(path: str) -> bool:
+    """Whether dotted `path` names a value (not a section) of RunConfig."""
+    node: Any = RunConfig
+    for part in path.split("."):
+        fields = getattr(node, "model_fields", None) if isinstance(node, type) else None
+        if not fields or part not in fields:
+            return False
+        node = fields[part].annotation
+    return not (isinstance(node, type) and issubclass(node, BaseModel))

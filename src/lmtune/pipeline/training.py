@@ -27,7 +27,7 @@ from lmtune.model.load import describe_model, load_model, load_tokenizer, weight
 from lmtune.pipeline.comparison import compare_with_base
 from lmtune.runs import config_hash, find_resume_point, lineage_base, new_run_dir, run_config, write_lineage
 from lmtune.train.hardware import make_accelerator, resolve_precision
-from lmtune.train.loop import fit
+from lmtune.train.loop import StepCallback, fit
 from lmtune.train.methods import method_of, training_items
 from lmtune.train.metrics_log import plot_losses, plot_metric
 
@@ -53,8 +53,9 @@ def _start(cfg: RunConfig, resume: str | None, echo: Echo) -> tuple[RunConfig, P
     return cfg, run_dir, checkpoint
 
 
-def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print) -> Path:
-    """Run the whole fine-tuning pipeline and return the run folder."""
+def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print,
+                 on_step: StepCallback | None = None) -> Path:
+    """Run the whole fine-tuning pipeline and return the run folder (on_step: as fit's)."""
     started = time.time()
     cfg, run_dir, checkpoint = _start(cfg, resume, echo)
     accelerator = make_accelerator(cfg.training, run_dir)
@@ -99,7 +100,7 @@ def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print) 
     echo(f"training {shape['trainable_parameters']:,} of {shape['parameters']:,} parameters "
          f"({cfg.method.task}, peft={cfg.method.peft}, precision={resolve_precision(cfg.training.precision)})")
     result = fit(model, training_items(cfg, data, "train"), training_items(cfg, data, "validation"), objective,
-                 cfg.training, run_dir, accelerator=accelerator, resume=checkpoint)
+                 cfg.training, run_dir, accelerator=accelerator, resume=checkpoint, on_step=on_step)
 
     summary: dict[str, Any] = {
         "steps": result.steps,

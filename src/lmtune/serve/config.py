@@ -78,11 +78,12 @@ class ServeConfig(BaseModel):
     keep_checkpoints: int = Field(3, ge=1)
     """Checkpoints kept on disk per job (the checkpoint list keeps every one recorded)."""
     default_n_epochs: int = Field(3, gt=0)
-    """n_epochs when a job says "auto"."""
+    """Epochs a job's "auto" n_epochs starts from, before it is fitted to the file's size (docs/serve.md)."""
     default_batch_size: int = Field(8, gt=0)
-    """batch_size when a job says "auto"."""
+    """Largest batch_size an "auto" batch size takes (about 0.2 % of the training examples, at least 1)."""
     default_learning_rate_multiplier: float = Field(1.0, gt=0)
-    """learning_rate_multiplier when a job says "auto" (the rate is 2e-4 times the multiplier)."""
+    """An "auto" learning_rate_multiplier at batch size 8, scaled by sqrt(batch_size / 8) (the rate is 2e-4
+    times the multiplier)."""
     default_beta: float = Field(0.1, gt=0)
     """DPO beta when a job says "auto"."""
     max_seq_len: int = Field(1024, gt=0)

@@ -1,9 +1,10 @@
 """Fine-tuning jobs: the RunConfig a job trains with, file validation, status changes and views.
 
 Usage:
-    hp = resolve_hyperparameters(body, serve_cfg)          # "auto" -> the documented defaults
+    hp = requested_hyperparameters(body)                    # as asked, "auto" kept until validation
+    hp = resolve_hyperparameters(hp, serve_cfg, n_examples)  # "auto" -> the documented rules (serve/auto.py)
     cfg = build_run_config(job, serve_cfg, train_path, valid_path)   # a lmtune RunConfig
-    error = validate_job_files(store, job)                  # None, or {"code", "message", "param"}
+    error, n = validate_job_files(store, job)               # None or {"code", "message", "param"}; examples
     transition(store, job_id, "cancelled", CANCELLABLE)     # atomic: only from the listed states
     job_view(row)                                           # the fine_tuning.job object
 
@@ -19,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from lmtune.config import RunConfig
+from lmtune.serve.auto import auto_batch_size, auto_epochs, scaled_multiplier
 from lmtune.serve.config import ServeConfig
 from lmtune.serve.schemas import CreateJob
-from lmtune.serve.store import Store, now
+from lmtune.serve.store import Store, encode, now
 
 BASE_LEARNING_RATE = 2e-4  # learning_rate = BASE_LEARNING_RATE * learning_rate_multiplier
 CANCELLABLE = ("validating_files", "queued", "running", "paused")
@@ -30,13 +32,35 @@ ACTIVE = ("validating_files", "queued", "running", "paused")
 MAX_ISSUES_SHOWN = 5
 
 
-def resolve_hyperparameters(body: CreateJob, cfg: ServeConfig) -> dict[str, Any]:
-    """The job's hyperparameters with every "auto" replaced by the server default."""
-    given = body.hyperparameters_for().model_dump()
-    defaults = {"n_epochs": cfg.default_n_epochs, "batch_size": cfg.default_batch_size,
-                "learning_rate_multiplier": cfg.default_learning_rate_multiplier, "beta": cfg.default_beta,
-                "num_processes": 1}
-    return {k: defaults[k] if v == "auto" else v for k, v in given.items()}
+def requested_hyperparameters(body: CreateJob) -> dict[str, Any]:
+    """The hyperparameters as the client asked, "auto" kept until the files are validated."""
+    return body.hyperparameters_for().model_dump()
+
+
+def resolve_hyperparameters(given: dict[str, Any], cfg: ServeConfig, n_examples: int) -> dict[str, Any]:
+    """`given` with each "auto" replaced by its rule (serve/auto.py) for a training file of n_examples."""
+    hp = dict(given)
+    if hp.get("n_epochs") == "auto":
+        hp["n_epochs"] = auto_epochs(n_examples, cfg.default_n_epochs)
+    if hp.get("batch_size") == "auto":
+        hp["batch_size"] = auto_batch_size(n_examples, cfg.default_batch_size)
+    if hp.get("learning_rate_multiplier") == "auto":
+        hp["learning_rate_multiplier"] = scaled_multiplier(cfg.default_learning_rate_multiplier, hp["batch_size"])
+    if hp.get("beta") == "auto":
+        hp["beta"] = cfg.default_beta
+    if hp.get("num_processes") == "auto":
+        hp["num_processes"] = 1
+    return hp
+
+
+def record_hyperparameters(store: Store, job: dict[str, Any], cfg: ServeConfig, n_examples: int) -> dict[str, Any]:
+    """Resolve the job's "auto" hyperparameters for its counted training file and store them in its row."""
+    kind = job["method"]["type"]
+    hp = resolve_hyperparameters(job["method"][kind]["hyperparameters"], cfg, n_examples)
+    # Only the hyperparameters change; anything else the method holds stays as the client sent it.
+    method = {**job["method"], kind: {**job["method"][kind], "hyperparameters": hp}}
+    store.execute("UPDATE jobs SET hyperparameters=?, method=? WHERE id=?", (encode(hp), encode(method), job["id"]))
+    return hp
 
 
 def method_view(method_type: str, hp: dict[str, Any]) -> dict[str, Any]:
@@ -101,17 +125,20 @@ def _issue_lines(report: Any, filename: str) -> list[str]:
     return [str(dataclasses.replace(issue, file=filename)) for issue in report.errors]
 
 
-def validate_job_files(store: Store, job: dict[str, Any]) -> dict[str, str] | None:
-    """Check the job's training (and validation) file with lmtune's validator; an error dict or None."""
+def validate_job_files(store: Store, job: dict[str, Any]) -> tuple[dict[str, str] | None, int]:
+    """Check the job's training (and validation) file with lmtune's validator: (an error dict or None,
+    the number of training examples)."""
     from lmtune.data.validate import validate_file
 
     dpo = job["method"]["type"] == "dpo"
+    n_train = 0
     for param in ("training_file", "validation_file"):
         if not job[param]:
             continue
         row = store.one("SELECT * FROM files WHERE id=?", (job[param],))
         if row is None or row["deleted"] or not Path(row["path"]).exists():
-            return {"code": f"invalid_{param}", "param": param, "message": f"{param} {job[param]} no longer exists"}
+            return {"code": f"invalid_{param}", "param": param,
+                    "message": f"{param} {job[param]} no longer exists"}, n_train
         report = validate_file(row["path"], fmt="preference" if dpo else "auto")
         lines = _issue_lines(report, row["filename"])
         kinds = set(report.stats.get("kinds", {}))
@@ -124,8 +151,10 @@ def validate_job_files(store: Store, job: dict[str, Any]) -> dict[str, str] | No
             more = len(lines) - len(shown)
             text = "; ".join(shown) + (f" (and {more} more errors)" if more else "")
             return {"code": f"invalid_{param}", "param": param,
-                    "message": f"The {param.replace('_', ' ')} has {len(lines)} errors: {text}"}
-    return None
+                    "message": f"The {param.replace('_', ' ')} has {len(lines)} errors: {text}"}, n_train
+        if param == "training_file":
+            n_train = report.n_examples
+    return None, n_train
 
 
 def transition(store: Store, job_id: str, to: str, allowed_from: tuple[str, ...], **fields: Any) -> bool:

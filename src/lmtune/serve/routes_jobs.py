@@ -29,6 +29,7 @@ from lmtune.serve.jobs import (
     event_view,
     job_view,
     method_view,
+    requested_hyperparameters,
     resolve_hyperparameters,
     transition,
 )
@@ -54,8 +55,11 @@ def get_job(request: Request, project: str, job_id: str) -> dict[str, Any]:
 
 def _check_config(job: dict[str, Any], request: Request) -> None:
     """Build the job's RunConfig now, so a value lmtune rejects is a 400 naming the parameter."""
+    cfg = request.app.state.cfg
+    # "auto" is resolved once the files are counted; every count resolves it to valid values, so check with 1.
+    provisional = resolve_hyperparameters(job["hyperparameters"], cfg, n_examples=1)
     try:
-        build_run_config(job, request.app.state.cfg, "train.jsonl", None)
+        build_run_config({**job, "method": method_view(job["method"]["type"], provisional)}, cfg, "train.jsonl", None)
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
@@ -76,7 +80,7 @@ def create_job(request: Request, project: Project, body: CreateJob) -> dict[str,
         if file_id is not None and get_file(request, project, file_id, param)["purpose"] != "fine-tune":
             raise APIError(400, f"{param} {file_id} was not uploaded with purpose 'fine-tune'", param=param)
     request.state.model = body.model
-    hp = resolve_hyperparameters(body, cfg)
+    hp = requested_hyperparameters(body)
     job = {"id": new_id("ftjob"), "project": project, "model": body.model, "training_file": body.training_file,
            "validation_file": body.validation_file, "status": "validating_files", "created_at": now(),
            "hyperparameters": hp, "method": method_view(body.method_type, hp),

@@ -26,7 +26,8 @@ from sqlalchemy.exc import OperationalError
 from lmtune.execute.base import LOST_EXIT_CODE, Executor, Handle, Resources, make_executor
 from lmtune.execute.lifeline import parent_alive
 from lmtune.serve.config import ServeConfig
-from lmtune.serve.jobs import build_run_config, claim_next, job_processes, transition, validate_job_files
+from lmtune.serve.jobs import (build_run_config, claim_next, job_processes, record_hyperparameters, transition,
+                              validate_job_files)
 from lmtune.serve.metrics import HEARTBEAT_SECONDS
 from lmtune.serve.progress import fail_job, finalize_success, record_progress
 from lmtune.serve.store import Store
@@ -85,11 +86,15 @@ class Worker:
 
     def validate(self, job: dict[str, Any]) -> None:
         """validating_files -> queued, or failed with the validator's line-numbered messages."""
-        error = validate_job_files(self.store, job)
+        error, n_examples = validate_job_files(self.store, job)
         if error is not None:
             fail_job(self.store, job["id"], error["code"], error["message"], error["param"])
-        elif transition(self.store, job["id"], "queued", ("validating_files",)):
-            self.store.add_event(job["id"], "Files validated, moving job to queued state")
+            return
+        hp = record_hyperparameters(self.store, job, self.cfg, n_examples)
+        if transition(self.store, job["id"], "queued", ("validating_files",)):
+            shown = ", ".join(f"{k}={v}" for k, v in hp.items())
+            self.store.add_event(job["id"], f"Files validated ({n_examples} training examples; {shown}), "
+                                 "moving job to queued state")
 
     def start(self, job: dict[str, Any]) -> None:
         """Start the training child: resuming from the job's latest checkpoint when there is one."""
