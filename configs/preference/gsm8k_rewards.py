@@ -6,7 +6,7 @@ the shipped format reward adds a signal the model can climb. Measured (docs/resu
 weights the format was learnt and the test numeric match fell, so weigh the format part lower.
 """
 
-from lmtune.rewards import answer_format, gsm8k_numeric
+from lmtune.graders.rewards import answer_format, gsm8k_numeric
 
 
 def numeric_and_format(prompts: list[str], completions: list[str], references: list[str | None]) -> list[float]:

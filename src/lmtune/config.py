@@ -114,7 +114,7 @@ class DpoConfig(Section):
 
 
 class GrpoConfig(Section):
-    reward: str = "lmtune.rewards:gsm8k_numeric"
+    reward: str = "lmtune.graders.rewards:gsm8k_numeric"
     """Reward: `module:function` (a Python file path or an importable module; read only from a local
     config file, never from the API) or the folder of a reward-model run."""
     monitor: list[str] = Field(default_factory=list)

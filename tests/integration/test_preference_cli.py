@@ -66,8 +66,8 @@ def test_dpo_run_reports_implicit_rewards_against_the_base(tmp_path):
 def test_grpo_run_logs_rewards_and_draws_the_curve(tmp_path):
     run = train(tmp_path, "grpo", f"data.train_file={GSM8K / 'train.jsonl'}", "training.batch_size=2",
                 "method.grpo.group_size=2", "method.grpo.max_new_tokens=8", "eval.few_shot=0",
-                "eval.max_new_tokens=8", "method.grpo.reward=lmtune.rewards:answer_format",
-                "method.grpo.monitor=[lmtune.rewards:gsm8k_numeric, lmtune.rewards:answer_format]")
+                "eval.max_new_tokens=8", "method.grpo.reward=lmtune.graders.rewards:answer_format",
+                "method.grpo.monitor=[lmtune.graders.rewards:gsm8k_numeric, lmtune.graders.rewards:answer_format]")
     records = [r for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "train"]
     assert len(records) == 4 and all({"train_reward", "train_kl", "train_completion_length"} <= set(r) for r in records)
     assert all(r["train_reward_answer_format"] == pytest.approx(r["train_reward"]) for r in records)

@@ -147,7 +147,7 @@ def test_the_api_cannot_name_code_to_run(rserver, alphas):
         {**base, "method": {"type": "grpo"}},
         {**base, "method": {"type": "supervised", "supervised": {"hyperparameters": {"reward": "os:system"}}}},
         {**base, "method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1, "reward_function": "m:f"}}}},
-        {**base, "method": {"type": "supervised", "supervised": {}, "reward": "lmtune.rewards:gsm8k_numeric"}},
+        {**base, "method": {"type": "supervised", "supervised": {}, "reward": "lmtune.graders.rewards:gsm8k_numeric"}},
         {**base, "reward": "subprocess:run"}, {**base, "trust_remote_code": True},
         {**base, "hyperparameters": {"n_epochs": 1, "module": "os:system"}},
         {**base, "integrations": [{"type": "wandb", "wandb": {"project": "x"}}]},

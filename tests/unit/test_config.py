@@ -89,8 +89,8 @@ def test_an_empty_section_header_means_its_defaults(tmp_path):
         ("lora.target_modules=[q_proj, v_proj]", lambda c: c.lora.target_modules, ["q_proj", "v_proj"]),
         ("data.label_names=[neg, pos]", lambda c: c.data.label_names, ["neg", "pos"]),
         # A list of strings is a list, even of `module:function` names YAML could misread.
-        ("method.grpo.monitor=[lmtune.rewards:gsm8k_numeric, my.py:f]", lambda c: c.method.grpo.monitor,
-         ["lmtune.rewards:gsm8k_numeric", "my.py:f"]),
+        ("method.grpo.monitor=[lmtune.graders.rewards:gsm8k_numeric, my.py:f]", lambda c: c.method.grpo.monitor,
+         ["lmtune.graders.rewards:gsm8k_numeric", "my.py:f"]),
         ("training.max_grad_norm=null", lambda c: c.training.max_grad_norm, None),
         ("training.early_stopping.patience=null", lambda c: c.training.early_stopping.patience, None),
         ("data.split.test=0.25", lambda c: c.data.split.test, 0.25),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lmtune.config_file import load_config
-from lmtune.rewards import load_reward_function
+from lmtune.graders.rewards import load_reward_function
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lmtune.rewards import (
+from lmtune.graders.rewards import (
     answer_format,
     call_reward,
     final_answer,
@@ -147,7 +147,7 @@ def test_reward_files_with_the_same_name_do_not_collide(tmp_path):
 
 
 def test_load_reward_function_from_module():
-    assert load_reward_function("lmtune.rewards:gsm8k_numeric") is gsm8k_numeric
+    assert load_reward_function("lmtune.graders.rewards:gsm8k_numeric") is gsm8k_numeric
 
 
 @pytest.mark.parametrize("spec, error, fragment", [
@@ -156,7 +156,7 @@ def test_load_reward_function_from_module():
     ("my_rewards.py:NOT_A_FUNCTION", TypeError, "not a function"),
     ("my_rewards.py", ValueError, "module:function"),
     ("lmtune.no_such_module:score", ImportError, "cannot import"),
-    ("lmtune.rewards:no_such_reward", AttributeError, "no attribute"),
+    ("lmtune.graders.rewards:no_such_reward", AttributeError, "no attribute"),
 ])
 def test_load_reward_function_errors_name_the_spec(tmp_path, spec, error, fragment):
     (tmp_path / "my_rewards.py").write_text(REWARD_FILE)

@@ -25,7 +25,7 @@ from lmtune.data.templates import generation_prompt, resolve_template
 from lmtune.evaluate.generate import generate
 from lmtune.evaluate.labels import parse_label
 from lmtune.evaluate.metrics import bootstrap_ci, classification_metrics, metric_with_ci
-from lmtune.evaluate.text_metrics import generation_metrics, per_example_scores
+from lmtune.graders.text_metrics import generation_metrics, per_example_scores
 
 
 def _conversation(example: Example, cfg: RunConfig, label_names: list[str] | None) -> list[Message]:

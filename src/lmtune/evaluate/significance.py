@@ -133,7 +133,7 @@ def versus_baselines(systems: dict[str, dict], label_names: list[str] | None, se
                 "metric": "macro_f1", "test": "paired-bootstrap", **paired_bootstrap_macro_f1(
                     [p["parsed"] for p in base], [p["parsed"] for p in tuned], refs, label_names, seed=seed)}
         else:
-            from lmtune.evaluate.text_metrics import per_example_scores
+            from lmtune.graders.text_metrics import per_example_scores
 
             metric = "numeric_match" if "numeric_match" in scores else "exact_match"
             a = per_example_scores([p["output"] for p in base], refs, metric)

@@ -1,6 +1,6 @@
 """Online RL from a reward (GRPO) as an objective on the one training loop.
 
-    reward = load_reward("lmtune.rewards:gsm8k_numeric")      # or the folder of a reward-model run
+    reward = load_reward("lmtune.graders.rewards:gsm8k_numeric")      # or the folder of a reward-model run
     objective = grpo_objective(tokenizer, cfg.method.grpo, cfg.data, reward)
     fit(model, data.examples["train"], data.examples["validation"], objective, cfg.training, out_dir)
 
@@ -25,7 +25,7 @@ from lmtune.data.encode import IGNORE, Encoded, with_system
 from lmtune.data.records import Example
 from lmtune.data.templates import generation_prompt, resolve_template
 from lmtune.evaluate.generate import eos_ids_of, left_pad
-from lmtune.rewards import call_reward, load_reward_function
+from lmtune.graders.rewards import call_reward, load_reward_function
 from lmtune.train.objectives import Batch, Objective
 from lmtune.train.pairs import peft_of
 from lmtune.train.preference import group_advantages, grpo_loss

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lmtune.evaluate.text_metrics import (
+from lmtune.graders.text_metrics import (
     bleu,
     bleu_ci,
     chrf,

@@ -5,7 +5,7 @@ A reward function scores a batch of sampled completions:
 `references` holds each example's reference answer (None when the data has none).
 
 Usage:
-    fn = load_reward_function("lmtune.rewards:gsm8k_numeric")
+    fn = load_reward_function("lmtune.graders.rewards:gsm8k_numeric")
     fn = load_reward_function("my_rewards.py:score", base_dir=config_path.parent)
     rewards = call_reward(fn, "my_rewards.py:score", prompts, completions, references)
 
@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from lmtune.evaluate.text_metrics import gsm8k_answer
+from lmtune.graders.text_metrics import gsm8k_answer
 
 RewardFn = Callable[[list[str], list[str], list["str | None"]], list[float]]
 
