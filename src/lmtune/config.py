@@ -13,7 +13,7 @@ from pathlib import Path
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -116,7 +116,11 @@ class DpoConfig(Section):
 class GrpoConfig(Section):
     reward: str = "lmtune.graders.rewards:gsm8k_numeric"
     """Reward: `module:function` (a Python file path or an importable module; read only from a local
-    config file, never from the API) or the folder of a reward-model run."""
+    config file, never from the API) or the folder of a reward-model run. Unused when `grader` is set."""
+    grader: dict[str, Any] | None = None
+    """An OpenAI grader object (string_check, text_similarity, score_model, label_model, python, multi;
+    docs/graders.md) used as the reward instead of `reward`. The data is then OpenAI's reinforcement
+    format: `messages` (the prompt) plus any fields, which the grader reads as `item`."""
     monitor: list[str] = Field(default_factory=list)
     """More rewards (same forms as `reward`) scored on every sampled completion and logged per step as
     `train_reward_<function>` / `eval_reward_<function>`, not trained on: e.g. the exact numeric match
@@ -134,6 +138,15 @@ class GrpoConfig(Section):
     """PPO-style clipping of the probability ratio to [1 - eps, 1 + eps]."""
     kl_coef: float = Field(0.04, ge=0)
     """Weight of the KL penalty to the reference model (the base, adapter off)."""
+
+    @field_validator("grader")
+    @classmethod
+    def _grader(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        from lmtune.graders.spec import parse_grader  # graders sit above config; only this check needs them
+
+        return parse_grader(value).model_dump(exclude_none=True)
 
 
 class MethodConfig(Section):

@@ -27,19 +27,27 @@ CANCELLABLE = ("validating_files", "queued", "running", "paused")
 PAUSABLE = ("queued", "running")
 ACTIVE = ("validating_files", "queued", "running", "paused")
 MAX_ISSUES_SHOWN = 5
+# Reinforcement: "auto" values, and completions sampled per prompt = RFT_GROUP * compute_multiplier.
+RFT_DEFAULTS = {"eval_interval": 10, "eval_samples": 32, "compute_multiplier": 1.0}
+RFT_GROUP = 4
+RFT_MAX_NEW_TOKENS = 256
 
 
 def resolve_hyperparameters(body: CreateJob, cfg: ServeConfig) -> dict[str, Any]:
     """The job's hyperparameters with every "auto" replaced by the server default."""
     given = body.hyperparameters_for().model_dump()
     defaults = {"n_epochs": cfg.default_n_epochs, "batch_size": cfg.default_batch_size,
-                "learning_rate_multiplier": cfg.default_learning_rate_multiplier, "beta": cfg.default_beta}
+                "learning_rate_multiplier": cfg.default_learning_rate_multiplier, "beta": cfg.default_beta,
+                **RFT_DEFAULTS}
     return {k: defaults[k] if v == "auto" else v for k, v in given.items()}
 
 
-def method_view(method_type: str, hp: dict[str, Any]) -> dict[str, Any]:
-    """The job's `method` object: {type, supervised|dpo: {hyperparameters}}."""
-    return {"type": method_type, method_type: {"hyperparameters": hp}}
+def method_view(method_type: str, hp: dict[str, Any], grader: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The job's `method` object: {type, supervised|dpo|reinforcement: {hyperparameters, grader?}}."""
+    inner: dict[str, Any] = {"hyperparameters": hp}
+    if grader is not None:
+        inner["grader"] = grader
+    return {"type": method_type, method_type: inner}
 
 
 def fine_tuned_name(base: str, project: str, suffix: str | None, job_id: str) -> str:
@@ -84,7 +92,22 @@ def build_run_config(job: dict[str, Any], cfg: ServeConfig, train_path: str, val
     }
     if dpo:
         tree["method"]["dpo"] = {"beta": hp["beta"]}
+    if method_type == "reinforcement":
+        _reinforcement(tree, job["method"]["reinforcement"]["grader"], hp)
     return RunConfig.model_validate(tree)
+
+
+def _reinforcement(tree: dict[str, Any], grader: dict[str, Any], hp: dict[str, Any]) -> None:
+    """GRPO with the grader as the reward: OpenAI's RFT hyperparameters mapped onto lmtune's (docs/serve.md)."""
+    tree["method"] = {"task": "grpo", "peft": "lora", "grpo": {
+        "grader": grader, "group_size": max(2, round(RFT_GROUP * hp["compute_multiplier"])),
+        "max_new_tokens": RFT_MAX_NEW_TOKENS}}
+    tree["data"]["format"] = "messages"
+    tree["data"]["max_validation_examples"] = hp["eval_samples"]
+    tree["data"]["split"] = {"validation": 0.1, "test": 0.0}
+    tree["training"]["eval_every"] = hp["eval_interval"]
+    # The end-of-run comparison scores text metrics against a reference answer; graded data has none.
+    tree["eval"]["at_end"] = False
 
 
 def _issue_lines(report: Any, filename: str) -> list[str]:
@@ -96,19 +119,26 @@ def validate_job_files(store: Store, job: dict[str, Any]) -> dict[str, str] | No
     """Check the job's training (and validation) file with lmtune's validator; an error dict or None."""
     from lmtune.data.validate import validate_file
 
+    from lmtune.graders.items import check_items
+
     dpo = job["method"]["type"] == "dpo"
+    reinforcement = job["method"]["type"] == "reinforcement"
     for param in ("training_file", "validation_file"):
         if not job[param]:
             continue
         row = store.one("SELECT * FROM files WHERE id=?", (job[param],))
         if row is None or row["deleted"] or not Path(row["path"]).exists():
             return {"code": f"invalid_{param}", "param": param, "message": f"{param} {job[param]} no longer exists"}
-        report = validate_file(row["path"], fmt="preference" if dpo else "auto")
-        lines = _issue_lines(report, row["filename"])
-        kinds = set(report.stats.get("kinds", {}))
+        if reinforcement:
+            lines = [str(i) for i in check_items(row["path"], job["method"]["reinforcement"]["grader"], row["filename"])]
+            kinds: set[str] = set()
+        else:
+            report = validate_file(row["path"], fmt="preference" if dpo else "auto")
+            lines = _issue_lines(report, row["filename"])
+            kinds = set(report.stats.get("kinds", {}))
         if not lines and not dpo and "preference" in kinds:
             lines = [f"{row['filename']}: holds preference pairs; train them with method type 'dpo'"]
-        if not lines and report.n_examples == 0:
+        if not lines and not reinforcement and report.n_examples == 0:
             lines = [f"{row['filename']}: no examples"]
         if lines:
             shown = lines[:MAX_ISSUES_SHOWN]

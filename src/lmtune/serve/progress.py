@@ -33,8 +33,12 @@ def _step_metrics(records: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
         if r.get("kind") == "train":
             row.update(train_loss=r.get("loss"), learning_rate=r.get("lr"), epoch=r.get("epoch"),
                        grad_norm=r.get("grad_norm"), tokens=r.get("tokens"))
+            if "train_reward" in r:  # GRPO: the mean reward of the step's sampled completions
+                row["train_reward_mean"] = r["train_reward"]
         elif r.get("kind") == "eval" and "eval_loss" in r:
             row["valid_loss"] = r["eval_loss"]
+            if "eval_reward" in r:
+                row["valid_reward_mean"] = r["eval_reward"]
     return by_step
 
 
@@ -53,9 +57,9 @@ def record_progress(store: Store, job: dict[str, Any], run_dir: Path) -> None:
             for step in new:
                 m = by_step[step]
                 data = {"step": step, "train_loss": m["train_loss"], "learning_rate": m.get("learning_rate")}
-                if "valid_loss" in m:
-                    data["valid_loss"] = m["valid_loss"]
-                store.add_event(job["id"], f"Step {step}: training loss={m['train_loss']:.4f}", kind="metrics",
+                data.update({k: m[k] for k in ("valid_loss", "train_reward_mean", "valid_reward_mean") if k in m})
+                reward = f", reward={m['train_reward_mean']:.4f}" if "train_reward_mean" in m else ""
+                store.add_event(job["id"], f"Step {step}: training loss={m['train_loss']:.4f}{reward}", kind="metrics",
                                 data=data, db=db)
             db.execute("UPDATE jobs SET metrics_step=? WHERE id=?", (new[-1], job["id"]))
         job["metrics_step"] = new[-1]
@@ -67,7 +71,8 @@ def record_progress(store: Store, job: dict[str, Any], run_dir: Path) -> None:
             continue
         m = by_step.get(step, {})
         metrics = {"step": step, "train_loss": m.get("train_loss"), "valid_loss": m.get("valid_loss"),
-                   "full_valid_loss": m.get("valid_loss")}
+                   "full_valid_loss": m.get("valid_loss"),
+                   **{k: m[k] for k in ("train_reward_mean", "valid_reward_mean") if k in m}}
         with store.tx() as db:
             db.execute("INSERT INTO checkpoints (id, job_id, created_at, step, metrics, model_name) "
                        "VALUES (?, ?, ?, ?, ?, ?)",

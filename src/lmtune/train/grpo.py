@@ -54,6 +54,15 @@ def load_reward(spec: str, data_cfg: DataConfig) -> RewardFn:
     return lambda prompts, completions, refs: call_reward(fn, spec, prompts, completions, refs)
 
 
+def reward_of(cfg: GrpoConfig, data_cfg: DataConfig, cache_dir: str) -> RewardFn:
+    """The reward GRPO trains on: the grader when one is set, else `cfg.reward`."""
+    if cfg.grader is not None:
+        from lmtune.graders.as_reward import grader_reward
+
+        return grader_reward(cfg.grader, cache_dir)
+    return load_reward(cfg.reward, data_cfg)
+
+
 def _reward_model(run: Path, data_cfg: DataConfig) -> RewardFn:
     from lmtune.model.export import load_trained  # only reward-model rewards need it
 

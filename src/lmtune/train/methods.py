@@ -15,7 +15,7 @@ import torch
 from lmtune.config import RunConfig
 from lmtune.train.chunked_loss import linear_cross_entropy
 from lmtune.train.classification import class_weights, classification_objective
-from lmtune.train.grpo import grpo_objective, load_reward, monitor_name
+from lmtune.train.grpo import grpo_objective, load_reward, monitor_name, reward_of
 from lmtune.train.kernels import liger_linear_cross_entropy, resolve_kernels
 from lmtune.train.objectives import Objective, sft_objective
 from lmtune.train.pairs import dpo_objective, reward_objective
@@ -88,5 +88,5 @@ def build_objective(cfg: RunConfig, tokenizer, data=None, model=None) -> Objecti
         monitors = {monitor_name(spec): load_reward(spec, cfg.data) for spec in grpo.monitor}
         if len(monitors) != len(grpo.monitor):
             raise ValueError(f"method.grpo.monitor: two rewards share a function name in {grpo.monitor}")
-        return grpo_objective(tokenizer, grpo, cfg.data, load_reward(grpo.reward, cfg.data), monitors)
+        return grpo_objective(tokenizer, grpo, cfg.data, reward_of(grpo, cfg.data, cfg.model.cache_dir), monitors)
     raise ValueError(f"unknown method.task {task!r}")

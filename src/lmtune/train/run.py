@@ -20,6 +20,7 @@ from accelerate.utils import broadcast_object_list
 from lmtune.config import RunConfig
 from lmtune.config_file import dump_config
 from lmtune.data.prepare import manifest_summary, prepare_data
+from lmtune.graders.items import with_chat_files
 from lmtune.evaluate.forgetting import forgetting_report, general_text_loss
 from lmtune.evaluate.suite import check_eval_labels, fine_tuned_scores, prompt_baselines, write_comparison, write_json
 from lmtune.model.adapters import apply_peft
@@ -63,6 +64,7 @@ def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print) 
     echo(f"run folder: {run_dir}")
 
     tokenizer = load_tokenizer(cfg.model)
+    cfg = with_chat_files(cfg, run_dir / "graded_data")  # OpenAI reinforcement files when a grader rewards
     data = prepare_data(cfg, tokenizer)
     echo(manifest_summary(data.manifest) + ("  (from cache)" if data.from_cache else ""))
     check_eval_labels(cfg, data.label_names)
