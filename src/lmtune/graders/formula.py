@@ -21,7 +21,7 @@ FUNCTIONS: dict[str, Callable[..., float]] = {
     "sqrt": math.sqrt, "log": math.log, "exp": math.exp,
 }
 _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-           ast.Pow: operator.pow, ast.BitXor: operator.pow}  # "^" is power, as in OpenAI's examples
+           ast.Pow: operator.pow}
 _UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
 
 
@@ -72,8 +72,9 @@ def _evaluate(node: ast.AST, scores: dict[str, float]) -> float:
 def parse_formula(text: str, names: set[str]) -> Callable[[dict[str, float]], float]:
     """The formula as a function of the sub-grader scores; FormulaError when it is not allowed."""
     try:
-        tree = ast.parse(text.strip(), mode="eval")
-        _check(tree, names, text.strip())
+        # "^" is power, binding tighter than * and / as in mathematics (Python's "^" would bind loosest).
+        tree = ast.parse(text.strip().replace("^", "**"), mode="eval")
+        _check(tree, names, text.strip().replace("^", "**"))
     except SyntaxError as err:
         raise FormulaError(f"calculate_output {text!r} does not parse: {err.msg}") from err
     except RecursionError as err:

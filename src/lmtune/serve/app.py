@@ -141,7 +141,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
                   description="OpenAI-compatible fine-tuning and inference on your own hardware.")
     app.state.cfg, app.state.store, app.state.metrics = cfg, store, metrics
     app.state.pool = ModelPool(cfg, store)
-    app.state.grading = routes_graders.grading_state()
+    app.state.grading = routes_graders.grading_state(cfg)
     app.state.started = int(time.time())
     install_handlers(app)
     for router in (routes_files.router, routes_jobs.router, routes_models.router, routes_graders.router):

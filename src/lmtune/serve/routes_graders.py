@@ -21,10 +21,11 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict
 
 from lmtune.graders.grade import GradingContext, Outcome, grade
-from lmtune.graders.sandbox import sandbox_problem
+from lmtune.graders.sandbox import Limits, sandbox_problem
 from lmtune.graders.similarity import Encoder
 from lmtune.graders.spec import Grader, LabelModelGrader, PythonGrader, ScoreModelGrader, leaves
 from lmtune.serve.auth import Project
+from lmtune.serve.config import ServeConfig
 from lmtune.serve.errors import APIError
 from lmtune.serve.query import refuse_unknown_query
 
@@ -131,6 +132,8 @@ def validate_grader(request: Request, project: Project, body: GraderValidate) ->
     return {"grader": body.grader.model_dump(exclude_none=True)}
 
 
-def grading_state() -> GradingContext:
-    """What the app keeps for graders between requests: the MiniLM encoder (loaded on first use)."""
-    return GradingContext(encoder=Encoder())
+def grading_state(cfg: ServeConfig) -> GradingContext:
+    """What the app keeps for graders between requests: the MiniLM encoder (loaded on first use), the limits."""
+    limits = Limits(cpu_seconds=cfg.grader_cpu_seconds, wall_seconds=cfg.grader_wall_seconds,
+                    memory_bytes=cfg.grader_memory_mb << 20)
+    return GradingContext(encoder=Encoder(), limits=limits)
