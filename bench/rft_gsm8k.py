@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--eval-interval", type=int, default=10)
-    parser.add_argument("--lr-multiplier", type=float, default=0.1)
+    parser.add_argument("--lr-multiplier", type=float, default=1.0)
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--port", type=int, default=8765)
@@ -109,7 +109,8 @@ def main() -> None:
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)
     settings = {"data_dir": str(root / "data"), "host": "127.0.0.1", "port": args.port, "base_models": [MODEL],
-                "training_threads": args.threads, "inference_threads": args.threads, "eval_at_end": False}
+                "training_threads": args.threads, "inference_threads": args.threads, "eval_at_end": False,
+                "reinforcement_max_new_tokens": args.max_tokens}
     (root / "serve.yaml").write_text(yaml.safe_dump(settings))
     log = open(root / "server.log", "ab")  # noqa: SIM115 - the server writes it while it runs
     server = subprocess.Popen([sys.executable, "-m", "lmtune.serve", "serve", "--config", str(root / "serve.yaml")],
@@ -129,7 +130,7 @@ def main() -> None:
         test = rows("test", 0, args.test)
         started = time.time()
         before = accuracy(client, MODEL, test, args.max_tokens)
-        print(f"base accuracy measured in {time.time() - started:.0f} s", flush=True)
+        print(f"base: {int(sum(before))}/{len(test)} correct, measured in {time.time() - started:.0f} s", flush=True)
         train_id = client.files.create(file=("gsm8k-train.jsonl", jsonl(train)), purpose="fine-tune").id
         valid_id = client.files.create(file=("gsm8k-valid.jsonl", jsonl(valid)), purpose="fine-tune").id
         job = client.fine_tuning.jobs.create(model=MODEL, training_file=train_id, validation_file=valid_id, seed=0,

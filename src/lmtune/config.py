@@ -337,6 +337,22 @@ class EvalConfig(Section):
     MiniLM sentence embedding (minilm-l6). Constrained baselines always use `order` (their calibration
     needs one prompt for all examples)."""
 
+    graders: list[dict[str, Any]] = Field(default_factory=list)
+    """OpenAI grader objects (docs/graders.md) scored on every generated answer of chat data, reported as
+    `grader_<name>` with a bootstrap 95 % interval; the item is the example's record (reinforcement data)
+    or {reference_answer: the last assistant message}."""
+
+    @field_validator("graders")
+    @classmethod
+    def _graders(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from lmtune.graders.spec import parse_grader
+
+        parsed = [parse_grader(g).model_dump(exclude_none=True) for g in value]
+        names = [g["name"] for g in parsed]
+        if len(set(names)) != len(names):
+            raise ValueError(f"eval.graders: two graders share a name in {names}")
+        return parsed
+
     @model_validator(mode="after")
     def _check_eval(self) -> "EvalConfig":
         check_metric(self.metric)

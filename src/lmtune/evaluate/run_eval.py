@@ -17,6 +17,7 @@ from lmtune.config_file import load_config
 from lmtune.data.prepare import prepare_data
 from lmtune.evaluate.forgetting import forgetting_report, general_text_loss
 from lmtune.evaluate.suite import Echo, check_eval_labels, fine_tuned_scores, prompt_baselines, write_comparison
+from lmtune.graders.items import with_chat_files
 from lmtune.model.export import load_trained
 from lmtune.model.load import load_model, load_tokenizer
 from lmtune.runs import run_config
@@ -35,6 +36,7 @@ def evaluate_target(target: str | Path, split: str = "test", limit: int | None =
     out = path / f"eval-{split}" if is_run else Path(cfg.output.dir) / f"{cfg.output.name}-eval-{time.strftime('%Y%m%d-%H%M%S')}"
 
     tokenizer = load_tokenizer(cfg.model)
+    cfg = with_chat_files(cfg, out / "graded_data")  # a grader-trained run reads OpenAI reinforcement files
     data = prepare_data(cfg, tokenizer)
     check_eval_labels(cfg, data.label_names)
     if not data.examples.get(split):

@@ -3,6 +3,7 @@
 Usage:
     reward = grader_reward(cfg.method.grpo.grader, cache_dir=cfg.model.cache_dir)
     reward(prompts, completions, references)      # one float per completion; references carry the items
+    grader_values(grader, answers, references, cache_dir)   # the same, as `lmtune eval`'s metric
 
 Judges load in this process (built-in names, hub ids or local folders); python graders run in the
 sandbox and are refused here when it cannot start. A sample whose grading fails scores 0, as in
@@ -42,3 +43,9 @@ def grader_reward(grader: dict[str, Any], cache_dir: str) -> Callable[[list[str]
 
     reward.last_errors = []  # type: ignore[attr-defined]
     return reward
+
+
+def grader_values(grader: dict[str, Any], outputs: list[str], references: list[str | None], cache_dir: str) -> list[float]:
+    """The grader's reward of each generated answer (an evaluation metric; a failed sample scores 0)."""
+    spec = parse_grader(grader)
+    return [o.reward for o in grade(spec, outputs, [item_of(r) for r in references], local_context(spec, cache_dir))]

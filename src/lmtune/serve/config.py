@@ -84,6 +84,8 @@ class ServeConfig(BaseModel):
     """Largest max_tokens a completion request may ask for."""
     poll_seconds: float = Field(0.5, gt=0)
     """How often a worker looks for new jobs, cancellations, metrics and checkpoints."""
+    reinforcement_max_new_tokens: int = Field(256, gt=0)
+    """Longest completion a reinforcement job samples (method.grpo.max_new_tokens)."""
     grader_cpu_seconds: int = Field(30, gt=0)
     """CPU seconds a python grader's sandbox may use per /graders/run call."""
     grader_wall_seconds: float = Field(60.0, gt=0)

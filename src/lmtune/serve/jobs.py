@@ -30,7 +30,6 @@ MAX_ISSUES_SHOWN = 5
 # Reinforcement: "auto" values, and completions sampled per prompt = RFT_GROUP * compute_multiplier.
 RFT_DEFAULTS = {"eval_interval": 10, "eval_samples": 32, "compute_multiplier": 1.0}
 RFT_GROUP = 4
-RFT_MAX_NEW_TOKENS = 256
 
 
 def resolve_hyperparameters(body: CreateJob, cfg: ServeConfig) -> dict[str, Any]:
@@ -93,15 +92,15 @@ def build_run_config(job: dict[str, Any], cfg: ServeConfig, train_path: str, val
     if dpo:
         tree["method"]["dpo"] = {"beta": hp["beta"]}
     if method_type == "reinforcement":
-        _reinforcement(tree, job["method"]["reinforcement"]["grader"], hp)
+        _reinforcement(tree, job["method"]["reinforcement"]["grader"], hp, cfg.reinforcement_max_new_tokens)
     return RunConfig.model_validate(tree)
 
 
-def _reinforcement(tree: dict[str, Any], grader: dict[str, Any], hp: dict[str, Any]) -> None:
+def _reinforcement(tree: dict[str, Any], grader: dict[str, Any], hp: dict[str, Any], max_new_tokens: int) -> None:
     """GRPO with the grader as the reward: OpenAI's RFT hyperparameters mapped onto lmtune's (docs/serve.md)."""
     tree["method"] = {"task": "grpo", "peft": "lora", "grpo": {
         "grader": grader, "group_size": max(2, round(RFT_GROUP * hp["compute_multiplier"])),
-        "max_new_tokens": RFT_MAX_NEW_TOKENS}}
+        "max_new_tokens": max_new_tokens}}
     tree["data"]["format"] = "messages"
     tree["data"]["max_validation_examples"] = hp["eval_samples"]
     tree["data"]["split"] = {"validation": 0.1, "test": 0.0}
