@@ -37,6 +37,7 @@ def describe(error):
 
 
 def main():
+    owner = os.getpid()
     result = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     data = json.loads(sys.stdin.read())
@@ -61,6 +62,8 @@ def main():
     except BaseException as error:  # noqa: BLE001 (a SystemExit or a SyntaxError of the source is the grader's)
         out = {"scores": [], "error": describe(error)}
     sys.stdout.flush()
+    if os.getpid() != owner:  # a process the grader forked got here: only the grader's own process answers
+        os._exit(0)
     result.write(json.dumps(out))
     result.flush()
 
