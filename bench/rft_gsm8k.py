@@ -1,13 +1,14 @@
 """Reinforcement fine-tuning on GSM8K through `lmtune serve` and the openai client, with a multi grader.
 
-    python bench/rft_gsm8k.py --train 120 --valid 8 --test 100 --out /tmp/rft-gsm8k
+    python bench/rft_gsm8k.py --train 24 --valid 4 --test 40 --batch-size 2 --eval-interval 4 --max-tokens 64
 
 Starts a server (SmolLM2-135M-Instruct as the one base model) in --out, uploads OpenAI reinforcement
-files built from ../shared/data/gsm8k ({"messages": [user question], "answer": "<number>"}), runs a
-`reinforcement` job whose grader is a multi of a numeric python grader (sandboxed) and a format
-string_check, prints the per-step train and validation reward means from the job's events, then the
-held-out accuracy (greedy, through chat completions) of the base and the fine-tuned model on the
-first --test questions of GSM8K's test split with Wilson 95 % intervals, and a paired McNemar test.
+files built from ../shared/data/gsm8k ({"messages": [user question], "answer": "<number>"}; by default
+the one-calculation problems, as bench/gsm8k_easy.py selects them), runs a `reinforcement` job whose
+grader is a multi of a numeric python grader (sandboxed) and a format string_check, prints the
+per-step train and validation reward means from the job's events, then the held-out accuracy
+(greedy, generated in this process from the base model and the job's run folder) on the first
+--test such problems of GSM8K's test split with Wilson 95 % intervals, and a paired McNemar test.
 """
 
 from __future__ import annotations
@@ -50,11 +51,12 @@ GRADER = {"type": "multi", "name": "gsm8k", "calculate_output": "0.9 * correct +
                                  "reference": "####", "operation": "like"}}}
 
 
-def rows(split: str, start: int, n: int) -> list[dict]:
-    lines = (DATA / f"{split}.jsonl").read_text().splitlines()[start:start + n]
+def rows(split: str, start: int, n: int, max_steps: int) -> list[dict]:
+    """Reinforcement records of GSM8K problems whose solution has at most `max_steps` calculations."""
+    lines = (DATA / f"{split}.jsonl").read_text().splitlines()
+    easy = [json.loads(line) for line in lines if line.count("<<") <= max_steps][start:start + n]
     out = []
-    for line in lines:
-        rec = json.loads(line)
+    for rec in easy:
         answer = rec["answer"].rsplit("####", 1)[1].strip().replace(",", "")
         out.append({"messages": [{"role": "user", "content": rec["question"] + INSTRUCTION}], "answer": answer})
     return out
@@ -81,14 +83,18 @@ def mcnemar_exact(b: int, c: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def accuracy(client: openai.OpenAI, model: str, test: list[dict], max_tokens: int) -> list[float]:
-    def ask(rec: dict) -> str:
-        out = client.chat.completions.create(model=model, messages=rec["messages"], temperature=0,
-                                             max_tokens=max_tokens)
-        return out.choices[0].message.content or ""
+def accuracy(target: str, test: list[dict], max_tokens: int) -> list[float]:
+    """Greedy answers of a model name or run folder on `test` (generated here, KV cache, batches of 20), graded."""
+    from lmtune.data.records import Message
+    from lmtune.data.templates import generation_prompt, resolve_template
+    from lmtune.evaluate.generate import generate
+    from lmtune.use import load_for_inference
 
-    with ThreadPoolExecutor(16) as pool:
-        answers = list(pool.map(ask, test))
+    model, tokenizer, cfg = load_for_inference(target)
+    template = resolve_template(cfg.data.template, tokenizer)
+    prompts = [generation_prompt([Message(m["role"], m["content"]) for m in rec["messages"]], template, tokenizer)
+               for rec in test]
+    answers = [g.text for g in generate(model.eval(), tokenizer, prompts, max_new_tokens=max_tokens, batch_size=20)]
     correct = parse_grader(GRADER["graders"]["correct"])
     return [o.reward for o in grade(correct, answers, test, GradingContext())]
 
@@ -103,6 +109,7 @@ def main() -> None:
     parser.add_argument("--lr-multiplier", type=float, default=1.0)
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-steps", type=int, default=1, help="GSM8K problems with at most this many calculations")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--out", default="/tmp/rft-gsm8k")
     args = parser.parse_args()
@@ -126,11 +133,9 @@ def main() -> None:
         key = subprocess.run([sys.executable, "-m", "lmtune.serve", "keys", "create", "--project", "bench",
                               "--data-dir", str(root / "data")], capture_output=True, text=True, check=True).stdout.strip()
         client = openai.OpenAI(base_url=url + "/v1", api_key=key, timeout=1800, max_retries=0)
-        train, valid = rows("train", 0, args.train), rows("train", args.train, args.valid)
-        test = rows("test", 0, args.test)
-        started = time.time()
-        before = accuracy(client, MODEL, test, args.max_tokens)
-        print(f"base: {int(sum(before))}/{len(test)} correct, measured in {time.time() - started:.0f} s", flush=True)
+        train = rows("train", 0, args.train, args.max_steps)
+        valid = rows("train", args.train, args.valid, args.max_steps)
+        test = rows("test", 0, args.test, args.max_steps)
         train_id = client.files.create(file=("gsm8k-train.jsonl", jsonl(train)), purpose="fine-tune").id
         valid_id = client.files.create(file=("gsm8k-valid.jsonl", jsonl(valid)), purpose="fine-tune").id
         job = client.fine_tuning.jobs.create(model=MODEL, training_file=train_id, validation_file=valid_id, seed=0,
@@ -151,7 +156,11 @@ def main() -> None:
                   f"{e.data.get('valid_reward_mean', float('nan')):>17.3f}")
         if job.status != "succeeded":
             return
-        after = accuracy(client, job.fine_tuned_model, test, args.max_tokens)
+        started = time.time()
+        before = accuracy(MODEL, test, args.max_tokens)
+        (run_dir,) = (root / "data" / "runs").glob(f"{job.id}-*")
+        after = accuracy(str(run_dir), test, args.max_tokens)
+        print(f"held-out answers generated and graded in {time.time() - started:.0f} s", flush=True)
         n = len(test)
         for name, scores in (("base", before), ("fine-tuned", after)):
             k = int(sum(scores))
