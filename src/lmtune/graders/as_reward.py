@@ -7,7 +7,7 @@ Usage:
 
 Judges load in this process (built-in names, hub ids or local folders); python graders run in the
 sandbox and are refused here when it cannot start. A sample whose grading fails scores 0, as in
-OpenAI's reinforcement fine-tuning; the failures of the last call are kept in `reward.last_errors`.
+OpenAI's reinforcement fine-tuning.
 """
 
 from __future__ import annotations
@@ -37,11 +37,8 @@ def grader_reward(grader: dict[str, Any], cache_dir: str) -> Callable[[list[str]
     ctx = local_context(spec, cache_dir)
 
     def reward(prompts: list[str], completions: list[str], references: list[str | None]) -> list[float]:
-        outcomes = grade(spec, completions, [item_of(r) for r in references], ctx)
-        reward.last_errors = [o.detail for o in outcomes if o.flag]  # type: ignore[attr-defined]
-        return [o.reward for o in outcomes]
+        return [o.reward for o in grade(spec, completions, [item_of(r) for r in references], ctx)]
 
-    reward.last_errors = []  # type: ignore[attr-defined]
     return reward
 
 

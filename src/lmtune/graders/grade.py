@@ -54,11 +54,11 @@ class Outcome:
     def errors(self) -> dict[str, Any]:
         """OpenAI's metadata.errors object."""
         out: dict[str, Any] = {name: name == self.flag for name in ERROR_FLAGS}
-        python = self.flag in ("python_grader_runtime_error", "python_grader_server_error")
         out["python_grader_runtime_error_details"] = self.detail if self.flag == "python_grader_runtime_error" else None
-        out["python_grader_server_error_type"] = self.detail if self.flag == "python_grader_server_error" else None
-        model = self.flag is not None and self.flag.startswith("model_grader") and not python
-        out["model_grader_server_error_details"] = self.detail if model else None
+        out["python_grader_server_error_type"] = None
+        # OpenAI has one details field for judges; lmtune puts a parse error's reason there too.
+        judge = self.flag is not None and self.flag.startswith("model_grader")
+        out["model_grader_server_error_details"] = self.detail if judge else None
         return out
 
 

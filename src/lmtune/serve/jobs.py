@@ -115,9 +115,9 @@ def _issue_lines(report: Any, filename: str) -> list[str]:
 
 
 def validate_job_files(store: Store, job: dict[str, Any]) -> dict[str, str] | None:
-    """Check the job's training (and validation) file with lmtune's validator; an error dict or None."""
+    """Check the job's training (and validation) file with lmtune's validator (reinforcement files: against
+    the grader's templates); an error dict or None."""
     from lmtune.data.validate import validate_file
-
     from lmtune.graders.items import check_items
 
     dpo = job["method"]["type"] == "dpo"
