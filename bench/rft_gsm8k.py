@@ -1,6 +1,7 @@
 """Reinforcement fine-tuning on GSM8K through `lmtune serve` and the openai client, with a multi grader.
 
-    python bench/rft_gsm8k.py --train 24 --valid 4 --test 40 --batch-size 2 --eval-interval 4 --max-tokens 64
+    python bench/rft_gsm8k.py --train 8 --valid 2 --test 20 --batch-size 1 --compute-multiplier 0.5 \
+        --eval-interval 4 --max-tokens 48
 
 Starts a server (SmolLM2-135M-Instruct as the one base model) in --out, uploads OpenAI reinforcement
 files built from ../shared/data/gsm8k ({"messages": [user question], "answer": "<number>"}; by default
@@ -106,6 +107,7 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--eval-interval", type=int, default=10)
+    parser.add_argument("--compute-multiplier", type=float, default=1.0, help="completions per prompt: 4 x this")
     parser.add_argument("--lr-multiplier", type=float, default=1.0)
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
@@ -143,6 +145,7 @@ def main() -> None:
                                                      "hyperparameters": {"n_epochs": 1, "batch_size": args.batch_size,
                                                                          "learning_rate_multiplier": args.lr_multiplier,
                                                                          "eval_interval": args.eval_interval,
+                                                                         "compute_multiplier": args.compute_multiplier,
                                                                          "eval_samples": args.valid}}})
         started = time.time()
         while job.status not in ("succeeded", "failed", "cancelled"):

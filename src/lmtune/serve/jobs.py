@@ -105,6 +105,8 @@ def _reinforcement(tree: dict[str, Any], grader: dict[str, Any], hp: dict[str, A
     tree["data"]["max_validation_examples"] = hp["eval_samples"]
     tree["data"]["split"] = {"validation": 0.1, "test": 0.0}
     tree["training"]["eval_every"] = hp["eval_interval"]
+    # The kept weights are those of the best validation reward (GRPO's loss says nothing of quality).
+    tree["training"]["early_stopping"] = {"metric": "eval_reward", "mode": "max", "patience": None}
     # The end-of-run comparison scores text metrics against a reference answer; graded data has none.
     tree["eval"]["at_end"] = False
 

@@ -42,7 +42,7 @@ def _step_metrics(records: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     return by_step
 
 
-def record_progress(store: Store, job: dict[str, Any], run_dir: Path) -> None:
+def record_progress(store: Store, job: dict[str, Any], run_dir: Path, final: bool = False) -> None:
     """Turn metrics.jsonl steps after job.metrics_step into metrics events, and new checkpoints into rows.
 
     Each batch of events commits together with the new metrics_step (and each checkpoint with its
@@ -51,7 +51,11 @@ def record_progress(store: Store, job: dict[str, Any], run_dir: Path) -> None:
     """
     by_step = _step_metrics(read_metrics(run_dir / "metrics.jsonl"))
     last = job["metrics_step"]
-    new = sorted(s for s, m in by_step.items() if s > last and "train_loss" in m)
+    # The newest step waits for the next record (its evaluation, if it has one, comes right after its
+    # train record) unless the run is over, so its event carries the validation figures too.
+    newest = max((s for s, m in by_step.items() if "train_loss" in m), default=0)
+    new = sorted(s for s, m in by_step.items() if s > last and "train_loss" in m
+                 and (s < newest or final or "valid_loss" in m))
     if new:
         with store.tx() as db:
             for step in new:
@@ -93,7 +97,7 @@ def metrics_csv(run_dir: Path) -> bytes:
 
 def finalize_success(store: Store, blob_dir: Path, job: dict[str, Any], run_dir: Path) -> str:
     """Record the finished job: metrics CSV file, trained tokens, fine-tuned model; returns the model id."""
-    record_progress(store, job, run_dir)
+    record_progress(store, job, run_dir, final=True)
     records = read_metrics(run_dir / "metrics.jsonl")
     tokens = sum(int(r.get("tokens") or 0) for r in records if r.get("kind") == "train")
     file_id = new_id("file")
