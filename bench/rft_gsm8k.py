@@ -110,7 +110,8 @@ def main() -> None:
     parser.add_argument("--compute-multiplier", type=float, default=1.0, help="completions per prompt: 4 x this")
     parser.add_argument("--lr-multiplier", type=float, default=1.0)
     parser.add_argument("--max-tokens", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=2)
+    # One thread: on a loaded machine two OpenMP threads wait on each other at every op (10x slower).
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-steps", type=int, default=1, help="GSM8K problems with at most this many calculations")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--out", default="/tmp/rft-gsm8k")
