@@ -33,7 +33,10 @@ from lmtune.graders.spec import parse_grader
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "gsm8k"
 MODEL = "smollm2-135m-instruct"
-INSTRUCTION = "\nSolve it step by step, then give the final answer on the last line as '#### <number>'."
+INSTRUCTIONS = {
+    "steps": "\nSolve it step by step, then give the final answer on the last line as '#### <number>'.",
+    "short": "\nReply with only the final answer as '#### <number>', for example '#### 42'.",
+}
 NUMERIC = '''import re
 
 def grade(sample, item):
@@ -52,14 +55,14 @@ GRADER = {"type": "multi", "name": "gsm8k", "calculate_output": "0.9 * correct +
                                  "reference": "####", "operation": "like"}}}
 
 
-def rows(split: str, start: int, n: int, max_steps: int) -> list[dict]:
+def rows(split: str, start: int, n: int, max_steps: int, instruction: str) -> list[dict]:
     """Reinforcement records of GSM8K problems whose solution has at most `max_steps` calculations."""
     lines = (DATA / f"{split}.jsonl").read_text().splitlines()
     easy = [json.loads(line) for line in lines if line.count("<<") <= max_steps][start:start + n]
     out = []
     for rec in easy:
         answer = rec["answer"].rsplit("####", 1)[1].strip().replace(",", "")
-        out.append({"messages": [{"role": "user", "content": rec["question"] + INSTRUCTION}], "answer": answer})
+        out.append({"messages": [{"role": "user", "content": rec["question"] + instruction}], "answer": answer})
     return out
 
 
@@ -112,6 +115,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=256)
     # One thread: on a loaded machine two OpenMP threads wait on each other at every op (10x slower).
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--instruction", choices=list(INSTRUCTIONS), default="steps",
+                        help="what the prompt asks for after the question")
     parser.add_argument("--max-steps", type=int, default=1, help="GSM8K problems with at most this many calculations")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--out", default="/tmp/rft-gsm8k")
@@ -136,9 +141,10 @@ def main() -> None:
         key = subprocess.run([sys.executable, "-m", "lmtune.serve", "keys", "create", "--project", "bench",
                               "--data-dir", str(root / "data")], capture_output=True, text=True, check=True).stdout.strip()
         client = openai.OpenAI(base_url=url + "/v1", api_key=key, timeout=1800, max_retries=0)
-        train = rows("train", 0, args.train, args.max_steps)
-        valid = rows("train", args.train, args.valid, args.max_steps)
-        test = rows("test", 0, args.test, args.max_steps)
+        instruction = INSTRUCTIONS[args.instruction]
+        train = rows("train", 0, args.train, args.max_steps, instruction)
+        valid = rows("train", args.train, args.valid, args.max_steps, instruction)
+        test = rows("test", 0, args.test, args.max_steps, instruction)
         train_id = client.files.create(file=("gsm8k-train.jsonl", jsonl(train)), purpose="fine-tune").id
         valid_id = client.files.create(file=("gsm8k-valid.jsonl", jsonl(valid)), purpose="fine-tune").id
         job = client.fine_tuning.jobs.create(model=MODEL, training_file=train_id, validation_file=valid_id, seed=0,
