@@ -1,7 +1,7 @@
 """Reinforcement fine-tuning on GSM8K through `lmtune serve` and the openai client, with a multi grader.
 
-    python bench/rft_gsm8k.py --train 8 --valid 2 --test 20 --batch-size 1 --compute-multiplier 0.5 \
-        --eval-interval 4 --max-tokens 48
+    python bench/rft_gsm8k.py --train 12 --valid 4 --test 30 --batch-size 1 --eval-interval 4 --max-tokens 48
+    python bench/rft_gsm8k.py ... --max-tokens 24 --instruction short
 
 Starts a server (SmolLM2-135M-Instruct as the one base model) in --out, uploads OpenAI reinforcement
 files built from ../shared/data/gsm8k ({"messages": [user question], "answer": "<number>"}; by default
@@ -121,6 +121,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--out", default="/tmp/rft-gsm8k")
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)  # the held-out answers are generated in this process
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)
     settings = {"data_dir": str(root / "data"), "host": "127.0.0.1", "port": args.port, "base_models": [MODEL],
