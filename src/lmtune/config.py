@@ -13,7 +13,7 @@ from pathlib import Path
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lmtune.config_tune import TuneConfig
 
@@ -118,7 +118,11 @@ class DpoConfig(Section):
 class GrpoConfig(Section):
     reward: str = "lmtune.graders.rewards:gsm8k_numeric"
     """Reward: `module:function` (a Python file path or an importable module; read only from a local
-    config file, never from the API) or the folder of a reward-model run."""
+    config file, never from the API) or the folder of a reward-model run. Unused when `grader` is set."""
+    grader: dict[str, Any] | None = None
+    """An OpenAI grader object (string_check, text_similarity, score_model, label_model, python, multi;
+    docs/graders.md) used as the reward instead of `reward`. The data is then OpenAI's reinforcement
+    format: `messages` (the prompt) plus any fields, which the grader reads as `item`."""
     monitor: list[str] = Field(default_factory=list)
     """More rewards (same forms as `reward`) scored on every sampled completion and logged per step as
     `train_reward_<function>` / `eval_reward_<function>`, not trained on: e.g. the exact numeric match
@@ -136,6 +140,15 @@ class GrpoConfig(Section):
     """PPO-style clipping of the probability ratio to [1 - eps, 1 + eps]."""
     kl_coef: float = Field(0.04, ge=0)
     """Weight of the KL penalty to the reference model (the base, adapter off)."""
+
+    @field_validator("grader")
+    @classmethod
+    def _grader(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        from lmtune.graders.spec import parse_grader  # graders sit above config; only this check needs them
+
+        return parse_grader(value).model_dump(exclude_none=True)
 
 
 class MethodConfig(Section):
@@ -329,6 +342,22 @@ class EvalConfig(Section):
     for every prompt; `similar` takes for each prompt the k training examples nearest to it by the built-in
     MiniLM sentence embedding (minilm-l6). Constrained baselines always use `order` (their calibration
     needs one prompt for all examples)."""
+
+    graders: list[dict[str, Any]] = Field(default_factory=list)
+    """OpenAI grader objects (docs/graders.md) scored on every generated answer of chat data, reported as
+    `grader_<name>` with a bootstrap 95 % interval; the item is the example's record (reinforcement data)
+    or {reference_answer: the last assistant message}."""
+
+    @field_validator("graders")
+    @classmethod
+    def _graders(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from lmtune.graders.spec import parse_grader
+
+        parsed = [parse_grader(g).model_dump(exclude_none=True) for g in value]
+        names = [g["name"] for g in parsed]
+        if len(set(names)) != len(names):
+            raise ValueError(f"eval.graders: two graders share a name in {names}")
+        return parsed
 
     @model_validator(mode="after")
     def _check_eval(self) -> "EvalConfig":

@@ -27,6 +27,7 @@ from lmtune.model.generate import generate
 from lmtune.evaluate.labels import parse_label
 from lmtune.evaluate.metrics import classification_metrics, metric_with_ci
 from lmtune.stats import bootstrap_ci
+from lmtune.graders.as_reward import grader_values
 from lmtune.graders.text_metrics import generation_metrics, per_example_scores
 
 
@@ -108,6 +109,11 @@ def score_by_generation(
         values = per_example_scores(texts, references, main)
         scores[f"{main}_ci"] = list(bootstrap_ci(lambda idx: np.asarray(values)[idx].mean(axis=1), len(values),
                                                  seed=cfg.eval.seed))
+        for grader in cfg.eval.graders:  # OpenAI graders as metrics: grader_<name> with its interval
+            graded = np.asarray(grader_values(grader, texts, references, cfg.model.cache_dir))
+            scores[f"grader_{grader['name']}"] = float(graded.mean())
+            scores[f"grader_{grader['name']}_ci"] = list(bootstrap_ci(lambda idx: graded[idx].mean(axis=1),
+                                                                      len(graded), seed=cfg.eval.seed))
     scores["predictions"] = [
         {"prompt": p, "reference": r, "output": t, "parsed": pr}
         for p, r, t, pr in zip(prompts, references, texts, predictions)
@@ -152,6 +158,7 @@ def comparison_table(systems: dict[str, dict[str, Any]]) -> str:
              "implicit_reward_accuracy", "implicit_reward_margin", "logp_accuracy", "logp_margin", "numeric_match",
              "exact_match", "bleu", "chrf", "rougeL", "n_unparsed", "n_at_token_limit", "test_loss", "test_perplexity")
     metrics = [m for m in names if any(m in s for s in systems.values())]
+    metrics += sorted({k for s in systems.values() for k in s if k.startswith("grader_") and not k.endswith("_ci")})
     header = "| system | " + " | ".join(metrics) + " |"
     rule = "|---|" + "---|" * len(metrics)
     rows = [f"| {name} | " + " | ".join(_cell(s, m) if not m.startswith("n_") else str(s.get(m, "-")) for m in metrics) + " |"

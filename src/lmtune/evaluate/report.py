@@ -84,6 +84,8 @@ def confusion_png(confusion: dict[str, Any], out_png: Path, title: str) -> Path:
 def _comparison(evaluation: dict[str, Any]) -> list[Block]:
     systems = evaluation.get("systems", {})
     metrics = [m for m in MAIN_METRICS if any(m in s for s in systems.values())]
+    # eval.graders' scores, grader_<name> (their intervals are grader_<name>_ci).
+    metrics += sorted({k for s in systems.values() for k in s if k.startswith("grader_") and not k.endswith("_ci")})
     rows = [[name, *(fmt(s.get(m), s.get(f"{m}_ci")) for m in metrics)] for name, s in systems.items()]
     what = f"{evaluation.get('task', '?')} task, {evaluation.get('split', 'test')} split, n = {evaluation.get('n', '?')}"
     if evaluation.get("metric"):

@@ -16,6 +16,7 @@ from peft import PeftModel
 from lmtune.config_file import load_config
 from lmtune.data.prepare import prepare_data
 from lmtune.evaluate.suite import Echo, check_eval_labels, prompt_baselines
+from lmtune.graders.items import with_chat_files
 from lmtune.model.export import load_trained
 from lmtune.model.load import load_model, load_tokenizer
 from lmtune.pipeline.comparison import compare_with_base
@@ -36,6 +37,7 @@ def evaluate_target(target: str | Path, split: str = "test", limit: int | None =
 
     method = method_of(cfg)
     tokenizer = load_tokenizer(cfg.model)
+    cfg = with_chat_files(cfg, out / "graded_data")  # a grader-trained run reads OpenAI reinforcement files
     data = prepare_data(cfg, tokenizer, encoding=method.encoding)
     check_eval_labels(cfg, data.label_names)
     if not data.examples.get(split):

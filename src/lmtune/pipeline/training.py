@@ -20,6 +20,7 @@ from accelerate.utils import broadcast_object_list
 from lmtune.config import RunConfig
 from lmtune.config_file import dump_config
 from lmtune.data.prepare import manifest_summary, prepare_data
+from lmtune.graders.items import with_chat_files
 from lmtune.evaluate.suite import check_eval_labels, prompt_baselines, write_json
 from lmtune.model.adapters import apply_peft
 from lmtune.model.export import save_model
@@ -64,6 +65,7 @@ def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print,
 
     method = method_of(cfg)
     tokenizer = load_tokenizer(cfg.model)
+    cfg = with_chat_files(cfg, run_dir / "graded_data")  # OpenAI reinforcement files when a grader rewards
     data = prepare_data(cfg, tokenizer, encoding=method.encoding)
     echo(manifest_summary(data.manifest) + ("  (from cache)" if data.from_cache else ""))
     check_eval_labels(cfg, data.label_names)

@@ -26,7 +26,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.routing import Match
 
-from lmtune.serve import routes_files, routes_jobs, routes_models
+from lmtune.serve import routes_files, routes_graders, routes_jobs, routes_models
 from lmtune.serve.config import ServeConfig
 from lmtune.serve.errors import APIError, error_response, install_handlers
 from lmtune.serve.inference import ModelPool
@@ -141,9 +141,10 @@ def create_app(cfg: ServeConfig) -> FastAPI:
                   description="OpenAI-compatible fine-tuning and inference on your own hardware.")
     app.state.cfg, app.state.store, app.state.metrics = cfg, store, metrics
     app.state.pool = ModelPool(cfg, store)
+    app.state.grading = routes_graders.grading_state(cfg)
     app.state.started = int(time.time())
     install_handlers(app)
-    for router in (routes_files.router, routes_jobs.router, routes_models.router):
+    for router in (routes_files.router, routes_jobs.router, routes_models.router, routes_graders.router):
         app.include_router(router, prefix=API_PREFIX)
 
     add_offline_docs(app)

@@ -102,6 +102,14 @@ class ServeConfig(BaseModel):
     """Prompt plus completion tokens one API key may use per minute on completions (null: unlimited)."""
     poll_seconds: float = Field(0.5, gt=0)
     """How often a worker looks for new jobs, cancellations, metrics and checkpoints."""
+    reinforcement_max_new_tokens: int = Field(256, gt=0)
+    """Longest completion a reinforcement job samples (method.grpo.max_new_tokens)."""
+    grader_cpu_seconds: int = Field(30, gt=0)
+    """CPU seconds a python grader's sandbox may use per /graders/run call."""
+    grader_wall_seconds: float = Field(60.0, gt=0)
+    """Wall-clock seconds after which a python grader's sandbox is killed."""
+    grader_memory_mb: int = Field(1024, ge=64)
+    """Address space of a python grader's sandbox in MiB."""
     console: bool = True
     """Serve the web console under /console (sign-in with an API key; see docs/console.md)."""
     console_session_hours: float = Field(8.0, gt=0)

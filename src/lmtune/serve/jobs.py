@@ -30,6 +30,9 @@ CANCELLABLE = ("validating_files", "queued", "running", "paused")
 PAUSABLE = ("queued", "running")
 ACTIVE = ("validating_files", "queued", "running", "paused")
 MAX_ISSUES_SHOWN = 5
+# Reinforcement: "auto" values, and completions sampled per prompt = RFT_GROUP * compute_multiplier.
+RFT_DEFAULTS = {"eval_interval": 10, "eval_samples": 32, "compute_multiplier": 1.0}
+RFT_GROUP = 4
 
 
 def requested_hyperparameters(body: CreateJob) -> dict[str, Any]:
@@ -50,6 +53,9 @@ def resolve_hyperparameters(given: dict[str, Any], cfg: ServeConfig, n_examples:
         hp["beta"] = cfg.default_beta
     if hp.get("num_processes") == "auto":
         hp["num_processes"] = 1
+    for key, default in RFT_DEFAULTS.items():  # reinforcement: OpenAI's eval_interval, eval_samples, ...
+        if hp.get(key) == "auto":
+            hp[key] = default
     return hp
 
 
@@ -63,9 +69,12 @@ def record_hyperparameters(store: Store, job: dict[str, Any], cfg: ServeConfig, 
     return hp
 
 
-def method_view(method_type: str, hp: dict[str, Any]) -> dict[str, Any]:
-    """The job's `method` object: {type, supervised|dpo: {hyperparameters}}."""
-    return {"type": method_type, method_type: {"hyperparameters": hp}}
+def method_view(method_type: str, hp: dict[str, Any], grader: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The job's `method` object: {type, supervised|dpo|reinforcement: {hyperparameters, grader?}}."""
+    inner: dict[str, Any] = {"hyperparameters": hp}
+    if grader is not None:
+        inner["grader"] = grader
+    return {"type": method_type, method_type: inner}
 
 
 def fine_tuned_name(base: str, project: str, suffix: str | None, job_id: str) -> str:
@@ -117,7 +126,24 @@ def build_run_config(job: dict[str, Any], cfg: ServeConfig, train_path: str, val
     }
     if dpo:
         tree["method"]["dpo"] = {"beta": hp["beta"]}
+    if method_type == "reinforcement":
+        _reinforcement(tree, job["method"]["reinforcement"]["grader"], hp, cfg.reinforcement_max_new_tokens)
     return RunConfig.model_validate(tree)
+
+
+def _reinforcement(tree: dict[str, Any], grader: dict[str, Any], hp: dict[str, Any], max_new_tokens: int) -> None:
+    """GRPO with the grader as the reward: OpenAI's RFT hyperparameters mapped onto lmtune's (docs/serve.md)."""
+    tree["method"] = {"task": "grpo", "peft": "lora", "grpo": {
+        "grader": grader, "group_size": max(2, round(RFT_GROUP * hp["compute_multiplier"])),
+        "max_new_tokens": max_new_tokens}}
+    tree["data"]["format"] = "messages"
+    tree["data"]["max_validation_examples"] = hp["eval_samples"]
+    tree["data"]["split"] = {"validation": 0.1, "test": 0.0}
+    tree["training"]["eval_every"] = hp["eval_interval"]
+    # The kept weights are those of the best validation reward (GRPO's loss says nothing of quality).
+    tree["training"]["early_stopping"] = {"metric": "eval_reward", "mode": "max", "patience": None}
+    # The end-of-run comparison scores text metrics against a reference answer; graded data has none.
+    tree["eval"]["at_end"] = False
 
 
 def _issue_lines(report: Any, filename: str) -> list[str]:
@@ -126,12 +152,14 @@ def _issue_lines(report: Any, filename: str) -> list[str]:
 
 
 def validate_job_files(store: Store, job: dict[str, Any]) -> tuple[dict[str, str] | None, int]:
-    """Check the job's training (and validation) file with lmtune's validator: (an error dict or None,
-    the number of training examples)."""
+    """Check the job's training (and validation) file with lmtune's validator (reinforcement files: against
+    the grader's templates): (an error dict or None, the number of training examples)."""
     from lmtune.data.validate import validate_file
+    from lmtune.graders.items import check_items
 
     dpo = job["method"]["type"] == "dpo"
     n_train = 0
+    reinforcement = job["method"]["type"] == "reinforcement"
     for param in ("training_file", "validation_file"):
         if not job[param]:
             continue
@@ -139,12 +167,19 @@ def validate_job_files(store: Store, job: dict[str, Any]) -> tuple[dict[str, str
         if row is None or row["deleted"] or not Path(row["path"]).exists():
             return {"code": f"invalid_{param}", "param": param,
                     "message": f"{param} {job[param]} no longer exists"}, n_train
-        report = validate_file(row["path"], fmt="preference" if dpo else "auto")
-        lines = _issue_lines(report, row["filename"])
-        kinds = set(report.stats.get("kinds", {}))
+        if reinforcement:
+            grader = job["method"]["reinforcement"]["grader"]
+            lines = [str(i) for i in check_items(row["path"], grader, row["filename"])]
+            kinds: set[str] = set()
+            n_examples = _count_lines(row["path"])
+        else:
+            report = validate_file(row["path"], fmt="preference" if dpo else "auto")
+            lines = _issue_lines(report, row["filename"])
+            kinds = set(report.stats.get("kinds", {}))
+            n_examples = report.n_examples
         if not lines and not dpo and "preference" in kinds:
             lines = [f"{row['filename']}: holds preference pairs; train them with method type 'dpo'"]
-        if not lines and report.n_examples == 0:
+        if not lines and n_examples == 0:
             lines = [f"{row['filename']}: no examples"]
         if lines:
             shown = lines[:MAX_ISSUES_SHOWN]
@@ -153,8 +188,14 @@ def validate_job_files(store: Store, job: dict[str, Any]) -> tuple[dict[str, str
             return {"code": f"invalid_{param}", "param": param,
                     "message": f"The {param.replace('_', ' ')} has {len(lines)} errors: {text}"}, n_train
         if param == "training_file":
-            n_train = report.n_examples
+            n_train = n_examples
     return None, n_train
+
+
+def _count_lines(path: str) -> int:
+    """Non-blank lines of a JSONL file: a reinforcement file's examples once check_items found no problem."""
+    with open(path, encoding="utf-8") as fh:
+        return sum(1 for line in fh if line.strip())
 
 
 def transition(store: Store, job_id: str, to: str, allowed_from: tuple[str, ...], **fields: Any) -> bool:

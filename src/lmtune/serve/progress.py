@@ -25,12 +25,16 @@ from lmtune.train.metrics_log import read_metrics
 
 # OpenAI's result file columns first (its CSV names train accuracy `train_accuracy`), then lmtune's own.
 CSV_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy",
-               "full_valid_loss", "full_valid_mean_token_accuracy", "epoch", "learning_rate", "grad_norm", "tokens")
+               "full_valid_loss", "full_valid_mean_token_accuracy", "epoch", "learning_rate", "grad_norm", "tokens",
+               "train_reward_mean", "valid_reward_mean")
 # The keys of OpenAI's metrics (events' data and checkpoints' metrics), each from its metrics.jsonl record.
-TRAIN_KEYS = {"train_loss": "loss", "train_mean_token_accuracy": "train_token_accuracy"}
+# Reinforcement (GRPO) steps add the mean reward of the step's sampled completions, and of the validation's.
+TRAIN_KEYS = {"train_loss": "loss", "train_mean_token_accuracy": "train_token_accuracy",
+              "train_reward_mean": "train_reward"}
 EVAL_KEYS = {"valid_loss": "eval_loss", "valid_mean_token_accuracy": "eval_token_accuracy",
              # lmtune validates on the whole validation set at every evaluation: valid and full_valid agree.
-             "full_valid_loss": "eval_loss", "full_valid_mean_token_accuracy": "eval_token_accuracy"}
+             "full_valid_loss": "eval_loss", "full_valid_mean_token_accuracy": "eval_token_accuracy",
+             "valid_reward_mean": "eval_reward"}
 METRIC_KEYS = ("step", *TRAIN_KEYS, *EVAL_KEYS)
 
 
@@ -76,6 +80,8 @@ def _event_message(m: dict[str, Any], total: int | None) -> str:
     text = f"Step {m['step']}/{total}" if total else f"Step {m['step']}"
     parts = [f"training loss={m['train_loss']:.4f}"] if m.get("train_loss") is not None else []
     parts += [f"validation loss={m['valid_loss']:.4f}"] if m.get("valid_loss") is not None else []
+    parts += [f"reward={m['train_reward_mean']:.4f}"] if m.get("train_reward_mean") is not None else []
+    parts += [f"validation reward={m['valid_reward_mean']:.4f}"] if m.get("valid_reward_mean") is not None else []
     return f"{text}: {', '.join(parts)}"
 
 

@@ -35,6 +35,7 @@ from lmtune.serve.jobs import (
 )
 from lmtune.serve.query import dict_query, refuse_unknown_query, takes_dict_query
 from lmtune.serve.routes_files import get_file, page_view
+from lmtune.serve.routes_graders import check_grader
 from lmtune.serve.schemas import CreateJob
 from lmtune.serve.store import encode, new_id, now
 
@@ -68,6 +69,12 @@ def _check_config(job: dict[str, Any], request: Request) -> None:
         raise APIError(400, f"{param}: {first['msg']}", param=param, code="invalid_value") from None
 
 
+def _grader_of(body: CreateJob) -> dict[str, Any] | None:
+    """A reinforcement job's grader as JSON (None for other methods)."""
+    rft = body.method.reinforcement if body.method and body.method.type == "reinforcement" else None
+    return rft.grader.model_dump(exclude_none=True) if rft else None
+
+
 @router.post("/fine_tuning/jobs")
 def create_job(request: Request, project: Project, body: CreateJob) -> dict[str, Any]:
     """Create a job; it starts in validating_files."""
@@ -80,10 +87,12 @@ def create_job(request: Request, project: Project, body: CreateJob) -> dict[str,
         if file_id is not None and get_file(request, project, file_id, param)["purpose"] != "fine-tune":
             raise APIError(400, f"{param} {file_id} was not uploaded with purpose 'fine-tune'", param=param)
     request.state.model = body.model
+    if body.method and body.method.reinforcement and body.method.type == "reinforcement":
+        check_grader(request, project, body.method.reinforcement.grader, fine_tuned_judges=False)
     hp = requested_hyperparameters(body)
     job = {"id": new_id("ftjob"), "project": project, "model": body.model, "training_file": body.training_file,
            "validation_file": body.validation_file, "status": "validating_files", "created_at": now(),
-           "hyperparameters": hp, "method": method_view(body.method_type, hp),
+           "hyperparameters": hp, "method": method_view(body.method_type, hp, _grader_of(body)),
            "seed": body.seed if body.seed is not None else secrets.randbelow(2**31), "suffix": body.suffix,
            "metadata": body.metadata, "result_files": []}
     _check_config(job, request)

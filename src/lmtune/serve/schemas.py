@@ -14,7 +14,9 @@ import math
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from lmtune.graders.spec import Grader
 
 Auto = Literal["auto"]
 
@@ -50,7 +52,9 @@ class Range:
 # The one definition of the hyperparameters' ranges (the API reference in docs/serve.md quotes them).
 RANGES = {"n_epochs": Range(1, 1000, integer=True), "batch_size": Range(1, 1000, integer=True),
           "learning_rate_multiplier": Range(0, 100, integer=False), "beta": Range(0, 100, integer=False),
-          "num_processes": Range(1, 64, integer=True)}
+          "num_processes": Range(1, 64, integer=True),
+          "eval_interval": Range(1, 100000, integer=True), "eval_samples": Range(1, 1000, integer=True),
+          "compute_multiplier": Range(0, 16, integer=False)}
 
 
 def _hyperparameter(name: str) -> Any:
@@ -85,6 +89,21 @@ class DpoHyperparameters(Hyperparameters):
     beta: _hyperparameter("beta") = "auto"
 
 
+class ReinforcementHyperparameters(Hyperparameters):
+    """Reinforcement hyperparameters: the supervised ones plus OpenAI's RFT knobs (docs/serve.md maps them)."""
+
+    eval_interval: _hyperparameter("eval_interval") = "auto"
+    eval_samples: _hyperparameter("eval_samples") = "auto"
+    compute_multiplier: _hyperparameter("compute_multiplier") = "auto"
+    reasoning_effort: Literal["default", "low", "medium", "high"] = "default"
+    """Accepted for compatibility; lmtune's models do not reason separately."""
+
+
+class Reinforcement(Body):
+    grader: Grader
+    hyperparameters: ReinforcementHyperparameters | None = None
+
+
 class Supervised(Body):
     hyperparameters: Hyperparameters | None = None
 
@@ -94,11 +113,18 @@ class Dpo(Body):
 
 
 class Method(Body):
-    """What is trained: supervised fine-tuning or direct preference optimisation."""
+    """What is trained: supervised fine-tuning, direct preference optimisation or reinforcement (GRPO)."""
 
-    type: Literal["supervised", "dpo"]
+    type: Literal["supervised", "dpo", "reinforcement"]
     supervised: Supervised | None = None
     dpo: Dpo | None = None
+    reinforcement: Reinforcement | None = None
+
+    @model_validator(mode="after")
+    def _grader(self) -> "Method":
+        if self.type == "reinforcement" and self.reinforcement is None:
+            raise ValueError("method type 'reinforcement' needs method.reinforcement.grader")
+        return self
 
 
 class CreateJob(Body):
@@ -126,13 +152,15 @@ class CreateJob(Body):
 
     @property
     def method_type(self) -> str:
-        """supervised or dpo."""
+        """supervised, dpo or reinforcement."""
         return self.method.type if self.method else "supervised"
 
     def hyperparameters_for(self) -> Hyperparameters:
         """The hyperparameters given for the job's method (all "auto" when none were given)."""
         if self.method and self.method.type == "dpo":
             return (self.method.dpo and self.method.dpo.hyperparameters) or DpoHyperparameters()
+        if self.method and self.method.type == "reinforcement" and self.method.reinforcement:
+            return self.method.reinforcement.hyperparameters or ReinforcementHyperparameters()
         given = self.method.supervised.hyperparameters if self.method and self.method.supervised else None
         return given or self.hyperparameters or Hyperparameters()
 

@@ -54,6 +54,15 @@ def load_reward(spec: str, data_cfg: DataConfig) -> RewardFn:
     return lambda prompts, completions, refs: call_reward(fn, spec, prompts, completions, refs)
 
 
+def reward_of(cfg: GrpoConfig, data_cfg: DataConfig, cache_dir: str) -> RewardFn:
+    """The reward GRPO trains on: the grader when one is set, else `cfg.reward`."""
+    if cfg.grader is not None:
+        from lmtune.graders.as_reward import grader_reward
+
+        return grader_reward(cfg.grader, cache_dir)
+    return load_reward(cfg.reward, data_cfg)
+
+
 def _reward_model(run: Path, data_cfg: DataConfig) -> RewardFn:
     from lmtune.model.export import load_trained  # only reward-model rewards need it
 
@@ -187,12 +196,12 @@ class GrpoObjective(Objective):
 
 
 def build_grpo(cfg, tokenizer, data=None, model=None) -> GrpoObjective:
-    """GRPO of a run config: method.grpo's reward and monitored rewards loaded."""
+    """GRPO of a run config: method.grpo's reward (its grader, when set) and monitored rewards loaded."""
     grpo = cfg.method.grpo
     monitors = {monitor_name(spec): load_reward(spec, cfg.data) for spec in grpo.monitor}
     if len(monitors) != len(grpo.monitor):
         raise ValueError(f"method.grpo.monitor: two rewards share a function name in {grpo.monitor}")
-    return GrpoObjective(tokenizer, grpo, cfg.data, load_reward(grpo.reward, cfg.data), monitors)
+    return GrpoObjective(tokenizer, grpo, cfg.data, reward_of(grpo, cfg.data, cfg.model.cache_dir), monitors)
 
 
 GRPO = Method(name="grpo", build=build_grpo, items="prompts", config_section="grpo", token_budget=False,
