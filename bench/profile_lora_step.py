@@ -77,7 +77,7 @@ def main() -> None:
         started = time.perf_counter()
         ends: list[float] = []
         fit(model, encoded, [], build_objective(cfg, tokenizer), cfg.training, work / "run",
-            on_step=lambda step, record: ends.append(time.perf_counter()))
+            on_step=lambda step, record: record["kind"] == "train" and ends.append(time.perf_counter()))
         seconds = time.perf_counter() - started
     frozen = next(p.dtype for p in model.parameters() if not p.requires_grad)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB

@@ -62,7 +62,7 @@ def measure(checkpointing: bool, release: bool, chunked_loss: bool = True) -> No
         print(f"  weights touched (one forward pass): {rss()}; chats of {[len(e.input_ids) for e in encoded]} tokens",
               flush=True)
         fit(model, encoded, [], build_objective(cfg, tokenizer), cfg.training, Path(tmp) / "run",
-            on_step=lambda step, _: print(f"  after optimizer step {step}: {rss()}", flush=True))
+            on_step=lambda step, record: record["kind"] == "train" and print(f"  after optimizer step {step}: {rss()}", flush=True))
 
 
 def main() -> None:

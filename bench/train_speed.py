@@ -52,6 +52,8 @@ def run_variant(name: str, steps: int, batch_size: int = 16) -> dict:
     last = [time.perf_counter()]
 
     def clock(step, record):
+        if record["kind"] != "train":  # evaluations are reported too; time optimizer steps only
+            return
         now = time.perf_counter()
         times.append((now - last[0], record["tokens"], record["supervised_tokens"]))
         last[0] = now

@@ -62,6 +62,8 @@ def run(spec: Spec, system: str = "lmtune") -> dict[str, Any]:
     clock, counts = StepClock(), []
 
     def on_step(step: int, record: dict[str, Any]) -> None:
+        if record["kind"] != "train":  # fit also reports its evaluations; the clock times optimizer steps
+            return
         clock.tick()
         counts.append((record["tokens"], record["supervised_tokens"]))
 
