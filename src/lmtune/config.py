@@ -146,7 +146,7 @@ class GrpoConfig(Section):
     def _grader(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is None:
             return None
-        from lmtune.graders.spec import parse_grader  # graders sit above config; only this check needs them
+        from lmtune.graders.spec import parse_grader  # a schema module of config's layer (tests/unit/test_layers.py)
 
         return parse_grader(value).model_dump(exclude_none=True)
 

@@ -25,12 +25,17 @@ LAYERS = [
     {"tune"},
     {"cli", "serve"},
 ]
-LAYER_OF = {name: i for i, names in enumerate(LAYERS) for name in names}
+# Modules placed apart from their package: the grader schema (pydantic models only) and the parser of
+# `multi`'s formula (ast only) are what config validates `method.grpo.grader` and `eval.graders` with.
+MODULE_LAYERS = {"graders.spec": 0, "graders.formula": 0}
+LAYER_OF = {name: i for i, names in enumerate(LAYERS) for name in names} | MODULE_LAYERS
 
 
 def stage_of(module: str) -> str:
-    """`lmtune.train.loop` -> `train`; `lmtune` itself -> `__init__`."""
+    """`lmtune.train.loop` -> `train`; `lmtune.graders.spec` -> itself (MODULE_LAYERS); `lmtune` -> `__init__`."""
     parts = module.split(".")
+    if ".".join(parts[1:3]) in MODULE_LAYERS:
+        return ".".join(parts[1:3])
     return parts[1] if len(parts) > 1 else "__init__"
 
 
