@@ -9,7 +9,7 @@ import yaml
 
 from lmtune.train.metrics_log import read_metrics
 
-from .test_cli import ROOT, SHARED, run_cli
+from .cli_helpers import ROOT, SHARED, run_cli
 
 pytestmark = [pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data not found at {SHARED}"), pytest.mark.slow]
 NUMERIC = "def grade(sample, item):\n    return float(item['answer'] in sample['output_text'])\n"
