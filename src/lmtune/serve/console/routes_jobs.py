@@ -134,7 +134,8 @@ def _panel_values(request: Request, row: dict[str, Any]) -> dict[str, Any]:
     checkpoints = store.all("SELECT * FROM checkpoints WHERE job_id=? ORDER BY seq DESC", (job_id,))
     job = job_view(row)
     hp = dict(job["method"][job["method"]["type"]]["hyperparameters"])
-    hp["learning_rate"] = BASE_LEARNING_RATE * hp["learning_rate_multiplier"]
+    multiplier = hp.get("learning_rate_multiplier")  # "auto" until the files are validated (serve/auto.py)
+    hp["learning_rate"] = BASE_LEARNING_RATE * multiplier if isinstance(multiplier, (int, float)) else "auto"
     config = request.app.state.cfg.jobs_dir / job_id / "config.yaml"
     return {"job": job, "events": events, "checkpoints": checkpoints, "hyperparameters": hp,
             "run_config": config.read_text(encoding="utf-8") if config.exists() else None,
