@@ -405,12 +405,6 @@ class RunConfig(Section):
     def _check(self) -> "RunConfig":
         if self.data.split.validation + self.data.split.test >= 1.0:
             raise ValueError("data.split.validation + data.split.test must be below 1")
-        if self.training.max_tokens_per_batch is not None and self.method.task == "grpo":
-            raise ValueError("training.max_tokens_per_batch does not apply to method.task grpo: its tokens "
-                             "are sampled during the step (use training.batch_size)")
-        if self.method.peft == "head" and self.method.task not in ("classification", "reward"):
-            raise ValueError(f"method.peft head trains only a classification or reward head, "
-                             f"not method.task {self.method.task}")
         for key in self.tune.space:
             if not _is_leaf(key):
                 raise ValueError(f"tune.space: {key!r} is not a config value (e.g. training.learning_rate)")

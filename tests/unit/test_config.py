@@ -212,13 +212,6 @@ def test_fractions_just_below_one_are_accepted():
     assert cfg.data.split.validation + cfg.data.split.test < 1
 
 
-def test_head_only_training_is_refused_for_language_model_tasks():
-    assert load_config(None, ["method.task=classification", "method.peft=head"]).method.peft == "head"
-    assert load_config(None, ["method.task=reward", "method.peft=head"]).method.peft == "head"
-    with pytest.raises(ConfigError, match="method.peft head trains only a classification or reward head"):
-        load_config(None, ["method.task=dpo", "method.peft=head"])
-
-
 def test_config_from_dict_names_its_source():
     with pytest.raises(ConfigError, match=r"invalid config \(job 7\):\n  training\.epochs"):
         config_from_dict({"training": {"epochs": -1}}, source="job 7")

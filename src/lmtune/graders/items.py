@@ -117,13 +117,13 @@ def item_of(reference: str | None) -> dict[str, Any]:
     return item if isinstance(item, dict) else {"reference_answer": reference}
 
 
-def with_chat_files(cfg: Any, folder: Path) -> Any:
+def with_chat_files(cfg: Any, grader: dict[str, Any] | None, folder: Path) -> Any:
     """The RunConfig reading chat copies (in `folder`) of its OpenAI reinforcement files; unchanged
-    unless it trains GRPO on a grader. Raises DataError with every line-numbered problem first."""
+    unless its method trains on `grader` (the method record's). Raises DataError with every
+    line-numbered problem first."""
     from lmtune.data.records import DataError
 
-    grader = cfg.method.grpo.grader
-    if cfg.method.task != "grpo" or grader is None:
+    if grader is None:
         return cfg
     updates: dict[str, Any] = {"format": "messages"}
     issues: list[Issue] = []

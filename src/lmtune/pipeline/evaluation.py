@@ -37,7 +37,7 @@ def evaluate_target(target: str | Path, split: str = "test", limit: int | None =
 
     method = method_of(cfg)
     tokenizer = load_tokenizer(cfg.model)
-    cfg = with_chat_files(cfg, out / "graded_data")  # a grader-trained run reads OpenAI reinforcement files
+    cfg = with_chat_files(cfg, method.grader(cfg), out / "graded_data")  # a grader-trained run reads OpenAI reinforcement files
     data = prepare_data(cfg, tokenizer, encoding=method.encoding)
     check_eval_labels(cfg, data.label_names)
     if not data.examples.get(split):

@@ -58,14 +58,14 @@ def run_training(cfg: RunConfig, resume: str | None = None, echo: Echo = print,
                  on_step: StepCallback | None = None) -> Path:
     """Run the whole fine-tuning pipeline and return the run folder (on_step: as fit's)."""
     started = time.time()
+    method = method_of(cfg)  # settings the method cannot honour fail here, before a run folder exists
     cfg, run_dir, checkpoint = _start(cfg, resume, echo)
     accelerator = make_accelerator(cfg.training, run_dir)
     main = accelerator.is_main_process
     echo(f"run folder: {run_dir}")
 
-    method = method_of(cfg)
     tokenizer = load_tokenizer(cfg.model)
-    cfg = with_chat_files(cfg, run_dir / "graded_data")  # OpenAI reinforcement files when a grader rewards
+    cfg = with_chat_files(cfg, method.grader(cfg), run_dir / "graded_data")  # OpenAI reinforcement files when a grader rewards
     data = prepare_data(cfg, tokenizer, encoding=method.encoding)
     echo(manifest_summary(data.manifest) + ("  (from cache)" if data.from_cache else ""))
     check_eval_labels(cfg, data.label_names)

@@ -205,5 +205,6 @@ def build_grpo(cfg, tokenizer, data=None, model=None) -> GrpoObjective:
 
 
 GRPO = Method(name="grpo", build=build_grpo, items="prompts", config_section="grpo", token_budget=False,
+              grader=lambda cfg: cfg.method.grpo.grader,
               plots=(Plot("reward", "reward.png", "mean reward",
                           also=lambda cfg: tuple(f"reward_{monitor_name(s)}" for s in cfg.method.grpo.monitor)),))

@@ -25,11 +25,13 @@ PROMPTED_BASELINE = SFT
 
 
 def method_of(cfg: RunConfig) -> Method:
-    """The record of the run's `method.task`."""
+    """The record of the run's `method.task`, once it has checked that the config's settings apply to it."""
     try:
-        return METHODS[cfg.method.task]
+        method = METHODS[cfg.method.task]
     except KeyError:
         raise ValueError(f"unknown method.task {cfg.method.task!r}; known: {', '.join(METHODS)}") from None
+    method.check(cfg)
+    return method
 
 
 def method_for_api(api_type: str) -> Method:

@@ -18,6 +18,9 @@ from typing import Any, Callable, Literal
 
 import torch
 
+from lmtune.config import RunConfig
+from lmtune.config_file import ConfigError
+
 Batch = dict[str, Any]
 Sums = dict[str, torch.Tensor]
 
@@ -103,6 +106,17 @@ class Method:
     """`training.max_tokens_per_batch` applies (its items have a length before the step)."""
     api_type: str | None = None
     """The OpenAI fine-tuning API `method.type` it answers to (serve/jobs.py), if any."""
+    grader: Callable[[Any], dict[str, Any] | None] = lambda cfg: None
+    """The run config's grader, if the method trains on one (its data are then OpenAI reinforcement files)."""
+
+    def check(self, cfg: RunConfig) -> None:
+        """Refuse settings this method cannot honour, naming them (a ConfigError, before any work starts)."""
+        if cfg.method.peft == "head" and not self.head_only:
+            raise ConfigError(f"method.peft head trains only a classification or reward head, "
+                             f"not method.task {self.name}")
+        if cfg.training.max_tokens_per_batch is not None and not self.token_budget:
+            raise ConfigError(f"training.max_tokens_per_batch does not apply to method.task {self.name}: its "
+                             "tokens are sampled during the step (use training.batch_size)")
 
     @property
     def scores_sequences(self) -> bool:

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from lmtune.config import MethodConfig, RunConfig
+from lmtune.config_file import ConfigError
 from lmtune.serve.config import ServeConfig
 from lmtune.serve.jobs import build_run_config
 from lmtune.train.methods import METHODS, method_for_api, method_of
@@ -33,17 +34,29 @@ def test_the_records_build_objectives_that_the_loop_can_call():
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
-def test_the_config_refuses_what_the_record_says_does_not_apply(name):
-    # config.py validates these when a config is loaded (it sits below the registry); they must agree.
+def test_each_record_refuses_the_settings_it_says_do_not_apply(name):
     method = METHODS[name]
     settings = {"head_only": {"method": {"task": name, "peft": "head"}},
                 "token_budget": {"method": {"task": name}, "training": {"max_tokens_per_batch": 512}}}
     for field, tree in settings.items():
+        cfg = RunConfig.model_validate(tree)  # the config itself knows no method: the record decides
         if getattr(method, field):
-            RunConfig.model_validate(tree)
+            assert method_of(cfg) is method
         else:
-            with pytest.raises(ValueError, match="does not apply|trains only"):
-                RunConfig.model_validate(tree)
+            with pytest.raises(ConfigError, match=f"(does not apply|trains only).*method.task {name}"):
+                method_of(cfg)
+
+
+def test_a_config_the_method_refuses_fails_lmtune_train_before_any_run_folder(tmp_path, capsys):
+    from lmtune.cli import main
+
+    out = tmp_path / "runs"
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model:\n  name: tiny-llama\nmethod:\n  task: dpo\n  peft: head\noutput:\n  dir: {out}\n")
+    code = main(["train", str(config)])
+    assert code == 2
+    assert "method.peft head trains only a classification or reward head, not method.task dpo" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_the_openai_method_types_map_through_the_registry():
