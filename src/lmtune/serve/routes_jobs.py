@@ -60,7 +60,9 @@ def _check_config(job: dict[str, Any], request: Request) -> None:
     # "auto" is resolved once the files are counted; every count resolves it to valid values, so check with 1.
     provisional = resolve_hyperparameters(job["hyperparameters"], cfg, n_examples=1)
     try:
-        build_run_config({**job, "method": method_view(job["method"]["type"], provisional)}, cfg, "train.jsonl", None)
+        kind = job["method"]["type"]  # the method object keeps what else it holds (a reinforcement grader)
+        method = {**job["method"], kind: {**job["method"][kind], "hyperparameters": provisional}}
+        build_run_config({**job, "method": method}, cfg, "train.jsonl", None)
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
