@@ -91,7 +91,7 @@ def accuracy(target: str, test: list[dict], max_tokens: int) -> list[float]:
     """Greedy answers of a model name or run folder on `test` (generated here, KV cache, batches of 20), graded."""
     from lmtune.data.records import Message
     from lmtune.data.templates import generation_prompt, resolve_template
-    from lmtune.evaluate.generate import generate
+    from lmtune.model.generate import generate
     from lmtune.use import load_for_inference
 
     model, tokenizer, cfg = load_for_inference(target)

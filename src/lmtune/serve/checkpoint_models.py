@@ -49,10 +49,10 @@ def _materialize(run_dir: Path, source: Path, out: Path) -> None:
     from lmtune.model.load import load_model
     from lmtune.runs import run_config
     from lmtune.train.checkpoint import load_trainable_state
-    from lmtune.train.methods import model_task
+    from lmtune.train.methods import method_of
 
     cfg = run_config(run_dir)
-    task = model_task(cfg)
+    task = method_of(cfg).head
     if task != "causal_lm":
         raise APIError(400, f"Checkpoints of {cfg.method.task} runs do not generate text", param="model",
                        code="model_not_supported")

@@ -144,7 +144,7 @@ def _score_best_once(study: optuna.Study, best: optuna.trial.FrozenTrial, tune_d
     """Score the best trial's model on the test split, once per best trial (a resumed study keeps the score)."""
     if study.user_attrs.get("test_scored_trial") == best.number:
         return
-    from lmtune.evaluate.run_eval import evaluate_target
+    from lmtune.pipeline.evaluation import evaluate_target
 
     run_dir = trial_run_dir(tune_dir, best.number)
     echo(f"scoring the best trial ({best.number}) on the test split: {run_dir}")

@@ -43,7 +43,7 @@ def run_trial(config: str, storage: str, study_name: str, number: int) -> int:
             raise optuna.TrialPruned(f"{metric}={value:.4g} at step {step}, worse than the median")
 
     from lmtune.train.hardware import end_distributed
-    from lmtune.train.run import run_training
+    from lmtune.pipeline.training import run_training
 
     try:
         run_dir = run_training(cfg, on_step=report)
