@@ -11,13 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-
-class Section(BaseModel):
-    """As lmtune.config.Section: unknown keys are errors, attribute docstrings are the docs."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+from lmtune.config_section import Section
 
 
 class TuneParam(Section):

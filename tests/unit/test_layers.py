@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "lmtune"
 # Low to high. runs.py (run folders, resume points) and use.py (loading a finished run) read what the
 # training stage writes, so they sit beside it.
 LAYERS = [
-    {"__init__", "config", "config_file", "config_tune", "fsutil", "stats"},
+    {"__init__", "config", "config_file", "config_method", "config_section", "config_tune", "fsutil", "stats"},
     {"data", "model"},
     {"graders"},
     {"train", "runs", "use"},

@@ -19,7 +19,8 @@ from typing import Any, Callable
 
 import torch
 
-from lmtune.config import DataConfig, GrpoConfig
+from lmtune.config import DataConfig
+from lmtune.config_method import GrpoConfig
 from lmtune.data.collate import pad_collate
 from lmtune.data.encode import IGNORE, Encoded, with_system
 from lmtune.data.records import Example

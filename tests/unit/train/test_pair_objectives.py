@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from lmtune.config import DataConfig, GrpoConfig, LoraConfig, MethodConfig, ModelConfig, RunConfig
+from lmtune.config import DataConfig, LoraConfig, MethodConfig, ModelConfig, RunConfig
+from lmtune.config_method import GrpoConfig
 from lmtune.data.encode import encode_preference
 from lmtune.data.records import Example, Message
 from lmtune.model.adapters import apply_peft
