@@ -10,8 +10,20 @@ from pathlib import Path
 
 import pytest
 
+from lmtune.train.launch import free_port, launch_args
+
 WORKER = Path(__file__).with_name("ddp_worker.py")
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(command: list[str], **kwargs) -> None:
+    """Run to the end; on a failure or a hang, the command's own output goes into the assertion message."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, **kwargs)
+    except subprocess.TimeoutExpired as hung:
+        raise AssertionError(f"{command} hung for 300 s; its output:\n{(hung.stdout or b'')[-4000:]!r}\n"
+                             f"{(hung.stderr or b'')[-4000:]!r}") from None
+    assert done.returncode == 0, f"{command} exited {done.returncode}:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
 
 
 @pytest.mark.slow
@@ -21,15 +33,11 @@ def test_two_processes_equal_one_with_the_same_global_batch(tmp_path):
     single.parent.mkdir()
     double.parent.mkdir()
     # One process: micro-batches of 2, 2 accumulated -> global batch 4.
-    subprocess.run([sys.executable, str(WORKER), str(single), "2", "2"], check=True, timeout=300)
-    # Two processes: micro-batches of 2 each, no accumulation -> global batch 4.
-    launcher = Path(sys.executable).with_name("accelerate")
-    # accelerate's `--cpu` runs a single process; `--multi_gpu` starts DDP, on gloo when there is no GPU.
-    subprocess.run(
-        [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-         "--dynamo_backend", "no", "--main_process_port", "29533", str(WORKER), str(double), "2", "1"],
-        check=True, timeout=300,
-    )
+    _run([sys.executable, str(WORKER), str(single), "2", "2"])
+    # Two processes: micro-batches of 2 each, no accumulation -> global batch 4. The launch arguments are
+    # lmtune's own, with a port free now: a fixed one can be held by another process and hang the rendezvous.
+    _run([sys.executable, "-m", "accelerate.commands.launch",
+          *launch_args(2, "ddp_worker", [str(double), "2", "1"], free_port())], cwd=WORKER.parent)
     assert (tmp_path / "double" / "run" / "metrics.jsonl").exists()
     a, b = json.loads(single.read_text()), json.loads(double.read_text())
     assert len(a["losses"]) == 4
@@ -43,8 +51,7 @@ def _cli_losses(tmp_path: Path, name: str, *overrides: str) -> list[float]:
                         "training.lr_scheduler=constant", "training.eval_every=4", "eval.at_end=false",
                         "lora.dropout=0",  # each rank draws its own dropout masks: equal only without dropout
                         "data.max_validation_examples=8", f"output.dir={runs}", *overrides) for a in ("--set", o)]
-    subprocess.run([sys.executable, "-m", "lmtune.cli", "train", "configs/tiny.yaml", *sets], check=True,
-                   timeout=300, cwd=ROOT)
+    _run([sys.executable, "-m", "lmtune.cli", "train", "configs/tiny.yaml", *sets], cwd=ROOT)
     (run,) = runs.iterdir()
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return [r["loss"] for r in rows if "loss" in r]
