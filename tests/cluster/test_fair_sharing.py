@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
+from ..integration.serve import conftest as serve  # the serve suite's Server helpers
+
 pytestmark = pytest.mark.slow
-serve = sys.modules["lmtune_tests_serve_helpers"]  # loaded by this folder's conftest
 SHORT = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 4}}}
 
 

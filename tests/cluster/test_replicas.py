@@ -15,13 +15,14 @@ import httpx
 import openai
 import pytest
 
+from ..integration.serve import conftest as serve  # the serve suite's Server helpers
+
 from lmtune.serve.store import Store
 
 pytestmark = pytest.mark.slow
 SHORT = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 4}}}
 
 
-serve = sys.modules["lmtune_tests_serve_helpers"]  # loaded by this folder's conftest
 
 
 def make_key(server, project: str, database_url: str) -> str:

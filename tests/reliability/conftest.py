@@ -3,32 +3,15 @@
     def test_x(rserver):                 # one server for the folder, projects alpha and beta, no worker
         rserver.client(rserver.keys["alpha"]).files.list()
 
-The Server class, data builders and wait_for live in tests/integration/serve/conftest.py; with pytest's
-importlib import mode a conftest is not importable by name, so it is loaded from its path once here.
+The Server class, data builders and wait_for live in tests/integration/serve/conftest.py, imported here
+as a module of the tests package (pytest's importlib mode gives it the same name, so it loads once).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-_SERVE_CONFTEST = Path(__file__).resolve().parents[1] / "integration" / "serve" / "conftest.py"
-
-
-def _serve_helpers():
-    name = "lmtune_tests_serve_helpers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, _SERVE_CONFTEST)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-serve = _serve_helpers()
+from ..integration.serve import conftest as serve  # the serve suite's Server helpers, one module for all
 Server, wait_for, chat_jsonl, dpo_jsonl, TERMINAL = (serve.Server, serve.wait_for, serve.chat_jsonl,
                                                      serve.dpo_jsonl, serve.TERMINAL)
 

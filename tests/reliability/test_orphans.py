@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ..integration.serve import conftest as serve  # the serve suite's Server helpers
+
 pytestmark = pytest.mark.slow
 METHOD = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 6, "batch_size": 4}}}
 EXIT_DEADLINE = 10.0
@@ -129,5 +131,5 @@ def test_sigkill_of_the_server_at_six_moments_leaves_no_process(make_server, cha
     assert seen["server importing"] == {"server"} and "worker" in seen["worker importing"]
     assert "train" in seen["training mid-job"]
     server.start()
-    done = sys.modules["lmtune_tests_serve_helpers"].wait_for(client, job.id, timeout=300)  # conftest loads it
+    done = serve.wait_for(client, job.id, timeout=300)
     assert done.status == "succeeded", done.error
