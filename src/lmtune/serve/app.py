@@ -41,9 +41,21 @@ MULTIPART_OVERHEAD = 64 * 1024  # form boundaries and headers around the file in
 
 def start_workers(cfg: ServeConfig) -> list[subprocess.Popen]:
     """Start the worker processes (they exit by themselves when this process dies, whenever that is)."""
-    return [subprocess.Popen([sys.executable, "-m", "lmtune.serve.worker", "--data-dir", str(cfg.root),
-                              "--index", str(i), "--parent-pid", str(os.getpid())], stdin=subprocess.DEVNULL)
-            for i in range(cfg.workers)]
+    return [start_worker(cfg, i) for i in range(cfg.workers)]
+
+
+def start_worker(cfg: ServeConfig, index: int) -> subprocess.Popen:
+    """Start worker `index`, bound to this process, with this server's settings on its stdin.
+
+    Not from <data_dir>/serve.json: replicas sharing a data folder each write that file, and a worker
+    that read another replica's worker count would take a sibling's running job for its own orphan.
+    """
+    proc = subprocess.Popen([sys.executable, "-m", "lmtune.serve.worker", "--data-dir", str(cfg.root),
+                             "--index", str(index), "--parent-pid", str(os.getpid()), "--settings", "-"],
+                            stdin=subprocess.PIPE)
+    proc.stdin.write(cfg.model_dump_json().encode())  # a few KB: fits the pipe, the worker reads it at start
+    proc.stdin.close()
+    return proc
 
 
 def stop_workers(workers: list[subprocess.Popen]) -> None:

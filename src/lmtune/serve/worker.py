@@ -1,7 +1,7 @@
 """Entry point of the worker processes: `python -m lmtune.serve.worker` (the loop, or one training run).
 
 Usage (the server starts these itself unless start_workers is off):
-    python -m lmtune.serve.worker --data-dir DIR [--index 0] [--parent-pid PID]             # the polling loop
+    python -m lmtune.serve.worker --data-dir DIR [--index 0] [--parent-pid PID] [--settings -]   # the polling loop
     python -m lmtune.serve.worker train --config JOB.yaml [--resume RUN]                    # one training run
 
 Training runs `lmtune.pipeline.training.run_training` — the code path of `lmtune train` — in a process
@@ -18,8 +18,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import IO, TYPE_CHECKING
 
 from lmtune.execute.lifeline import bind_to_parent
+
+if TYPE_CHECKING:
+    from lmtune.serve.config import ServeConfig
 
 PRIVATE_UMASK = 0o077  # everything the service writes is readable by its user only
 
@@ -32,17 +36,26 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_settings(data_dir: str, stream: IO[str] | None = None) -> ServeConfig:
+    """The worker's settings: from `stream` (the server's own, `--settings -`), else <data_dir>/serve.json."""
+    from pathlib import Path
+
+    from lmtune.serve.config import ServeConfig
+
+    if stream is not None:
+        return ServeConfig.model_validate_json(stream.read())
+    settings = Path(data_dir).expanduser().resolve() / "serve.json"
+    return ServeConfig.model_validate_json(settings.read_text()) if settings.exists() else ServeConfig(data_dir=data_dir)
+
+
 def _serve_loop(args: argparse.Namespace) -> int:
     if args.parent_pid is not None:
         bind_to_parent(args.parent_pid)  # Worker.run also polls for it, for platforms without the signal
     import fcntl
-    from pathlib import Path
 
-    from lmtune.serve.config import ServeConfig
     from lmtune.serve.worker_loop import Worker
 
-    settings = Path(args.data_dir).expanduser().resolve() / "serve.json"
-    cfg = ServeConfig.model_validate_json(settings.read_text()) if settings.exists() else ServeConfig(data_dir=args.data_dir)
+    cfg = load_settings(args.data_dir, sys.stdin if args.settings == "-" else None)
     cfg.make_root()
     with open(cfg.root / f"worker-{args.index}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a predecessor that is still exiting holds it for a moment
@@ -63,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--parent-pid", type=int, default=None, help="exit when this process (the server) dies")
+    parser.add_argument("--settings", choices=["-"], default=None,
+                        help="read the settings from stdin (the server passes its own) instead of serve.json")
     return _serve_loop(parser.parse_args(argv))
 
 

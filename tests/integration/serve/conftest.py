@@ -140,9 +140,14 @@ def wait_for(client: openai.OpenAI, job_id: str, statuses=TERMINAL, timeout: flo
         if job.status in statuses and (check is None or check(job)):
             return job
         if job.status in TERMINAL and job.status not in statuses:
-            raise AssertionError(f"job {job_id} ended {job.status}: {job.error}")
+            raise AssertionError(f"job {job_id} ended {job.status}: {job.error}; {_events_of(client, job_id)}")
         time.sleep(0.3)
-    raise AssertionError(f"job {job_id} still {job.status} after {timeout} s")
+    raise AssertionError(f"job {job_id} still {job.status} after {timeout} s; {_events_of(client, job_id)}")
+
+
+def _events_of(client: openai.OpenAI, job_id: str) -> str:
+    """The job's event messages, oldest first, for a failure message."""
+    return f"its events: {[e.message for e in client.fine_tuning.jobs.list_events(job_id, limit=50)][::-1]}"
 
 
 @pytest.fixture(scope="package")

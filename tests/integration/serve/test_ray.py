@@ -196,7 +196,7 @@ def test_a_job_whose_node_dies_resumes_elsewhere_with_the_same_adapter(make_serv
     job = second.client(key).fine_tuning.jobs.create(model="tiny-llama", training_file=training.id, method=LONG,
                                                      seed=5)
     log = first.data_dir / "jobs" / job.id / "train.log"
-    wait(client, job.id, ("running",), check=lambda j: client.fine_tuning.jobs.checkpoints.list(j.id).data)
+    wait(client, job.id, ("running",), check=lambda j: client.fine_tuning.jobs.checkpoints.list(j.id).data, timeout=300)
     found = subprocess.run(["pgrep", "-f", f"{job.id}/config.yaml"], capture_output=True, text=True).stdout
     trainers = [int(pid) for pid in found.split()]
     _kill_node_running(cluster, log, trainers)
