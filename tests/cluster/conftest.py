@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ..integration.serve import conftest as serve  # the serve suite's Server helpers, one module for all
 from lmtune.serve.store import Store
+
+from ..integration.serve import conftest as serve  # the serve suite's Server helpers, one module for all
 
 make_server = serve.make_server  # Server(tmp_path / name, **settings), stopped after the test
 

@@ -15,14 +15,12 @@ import httpx
 import openai
 import pytest
 
-from ..integration.serve import conftest as serve  # the serve suite's Server helpers
-
 from lmtune.serve.store import Store
+
+from ..integration.serve import conftest as serve  # the serve suite's Server helpers
 
 pytestmark = pytest.mark.slow
 SHORT = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 4}}}
-
-
 
 
 def make_key(server, project: str, database_url: str) -> str:
