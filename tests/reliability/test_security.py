@@ -161,14 +161,13 @@ def test_the_api_cannot_name_code_to_run(rserver, alphas):
 
 def test_job_configs_never_enable_remote_code_or_a_reward(rserver, alphas):
     from lmtune.serve.config import ServeConfig
-    from lmtune.serve.jobs import build_run_config, resolve_hyperparameters
+    from lmtune.serve.jobs import build_run_config, resolve_hyperparameters, with_hyperparameters
 
     serve_cfg = ServeConfig(data_dir=str(rserver.data_dir))
     job = Store(rserver.data_dir / "lmtune.db").one("SELECT * FROM jobs WHERE id=?", (alphas["job"],))
     # As the worker builds it: "auto" resolved once the files are counted (the row may not be validated yet).
-    kind = job["method"]["type"]
-    hp = resolve_hyperparameters(job["method"][kind]["hyperparameters"], serve_cfg, n_examples=1)
-    job = {**job, "method": {**job["method"], kind: {**job["method"][kind], "hyperparameters": hp}}}
+    hp = resolve_hyperparameters(job["method"][job["method"]["type"]]["hyperparameters"], serve_cfg, n_examples=1)
+    job = {**job, "method": with_hyperparameters(job["method"], hp)}
     cfg = build_run_config(job, serve_cfg, "train.jsonl", None)
     assert cfg.model.trust_remote_code is False and cfg.method.task in ("sft", "dpo")
 

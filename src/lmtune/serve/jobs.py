@@ -63,10 +63,15 @@ def record_hyperparameters(store: Store, job: dict[str, Any], cfg: ServeConfig, 
     """Resolve the job's "auto" hyperparameters for its counted training file and store them in its row."""
     kind = job["method"]["type"]
     hp = resolve_hyperparameters(job["method"][kind]["hyperparameters"], cfg, n_examples)
-    # Only the hyperparameters change; anything else the method holds stays as the client sent it.
-    method = {**job["method"], kind: {**job["method"][kind], "hyperparameters": hp}}
+    method = with_hyperparameters(job["method"], hp)
     store.execute("UPDATE jobs SET hyperparameters=?, method=? WHERE id=?", (encode(hp), encode(method), job["id"]))
     return hp
+
+
+def with_hyperparameters(method: dict[str, Any], hp: dict[str, Any]) -> dict[str, Any]:
+    """The job's `method` object with these hyperparameters; anything else it holds (a grader) stays as sent."""
+    kind = method["type"]
+    return {**method, kind: {**method[kind], "hyperparameters": hp}}
 
 
 def method_view(method_type: str, hp: dict[str, Any], grader: dict[str, Any] | None = None) -> dict[str, Any]:

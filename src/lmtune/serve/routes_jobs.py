@@ -32,6 +32,7 @@ from lmtune.serve.jobs import (
     requested_hyperparameters,
     resolve_hyperparameters,
     transition,
+    with_hyperparameters,
 )
 from lmtune.serve.query import dict_query, refuse_unknown_query, takes_dict_query
 from lmtune.serve.routes_files import get_file, page_view
@@ -60,9 +61,7 @@ def _check_config(job: dict[str, Any], request: Request) -> None:
     # "auto" is resolved once the files are counted; every count resolves it to valid values, so check with 1.
     provisional = resolve_hyperparameters(job["hyperparameters"], cfg, n_examples=1)
     try:
-        kind = job["method"]["type"]  # the method object keeps what else it holds (a reinforcement grader)
-        method = {**job["method"], kind: {**job["method"][kind], "hyperparameters": provisional}}
-        build_run_config({**job, "method": method}, cfg, "train.jsonl", None)
+        build_run_config({**job, "method": with_hyperparameters(job["method"], provisional)}, cfg, "train.jsonl", None)
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
